@@ -1,0 +1,3 @@
+from vnp.cli import main
+
+raise SystemExit(main())
