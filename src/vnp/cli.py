@@ -1,0 +1,153 @@
+"""The `vnp` command (contract 1 with the benchmark harness: options only ever get added)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vnp import __version__
+from vnp.errors import VnpError
+
+PREDICT_EPILOG = """\
+outputs (in OUTDIR): prediction_results.txt (one row per kept frame), prediction_results_highestscore.csv
+(one row per chunk with a kept frame, tab-separated like the original's), run.json (the run record).
+Without weight files, seeded random weights of the exact architectures are used: speed and memory are
+real, labels are not (run.json says synthetic_weights: true).
+
+examples:
+  vnp predict reads.fa -o out -m 300                       # all visible GPUs, or the CPU
+  vnp predict reads.fa -o out --gpus 0,1 --precision bf16  # two GPUs
+  vnp predict reads.fa -o out --variant baseline           # the original's way: fp32, math, padded, reloads
+  vnp predict reads.fa -o out --resume                     # continue a killed run
+"""
+
+
+def _add_predict_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("input", help="input FASTA (plain or gzip)")
+    add("-o", "--output", required=True, metavar="OUTDIR", help="output directory")
+    add("-m", "--model-type", type=int, choices=(300, 500), default=500,
+        help="which VirNucPro model, which is also the chunk size in bases (default 500)")
+    add("--model-size", choices=("tiny", "full"), default="full",
+        help="full: ESM-2 3B + DNABERT-S; tiny: small test configurations (seconds on a CPU)")
+    devices = parser.add_argument_group("devices")
+    devices.add_argument("--gpus", metavar="0,1,...", help="GPU indices to use (default: all visible GPUs)")
+    devices.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,
+                         help="use all visible GPUs (default); --no-parallel uses only the first")
+    devices.add_argument("--cpu", action="store_true", help="run on the CPU even when GPUs are visible")
+    devices.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: all cores)")
+    speed = parser.add_argument_group("optimisations (defaults: --variant all)")
+    speed.add_argument("--variant", choices=("baseline", "all"),
+                       help="baseline: the original's way (fp32, math attention, padded batches, models "
+                            "reloaded per part, one GPU); all: every optimisation on")
+    speed.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"),
+                       help="auto (default): bf16 on Ampere and newer, fp16 on older GPUs, fp32 on the CPU")
+    speed.add_argument("--attention", choices=("math", "sdpa", "varlen"),
+                       help="math: plain reference; sdpa (default): fused kernels per exact-length bucket; "
+                            "varlen: packed flash attention for ESM-2 (torch >= 2.10, GPU)")
+    speed.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
+                       help="run the GEMMs on packed tokens (default) or on padded batches")
+    speed.add_argument("--persistent-models", action=argparse.BooleanOptionalAction, default=None,
+                       help="load the models once per worker (default) or once per part, as the original does")
+    speed.add_argument("--token-budget", type=int, metavar="N",
+                       help="tokens per batch (default: sized from free GPU memory)")
+    speed.add_argument("--records-per-part", type=int, default=10000, metavar="N",
+                       help="frames per part, the unit of model reload and resume (default 10000)")
+    speed.add_argument("--expandable-segments", action="store_true",
+                       help="PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True in the workers")
+    speed.add_argument("--max-memory-fraction", type=float, metavar="F",
+                       help="cap the share of each GPU's memory torch may use (provokes OOM back-off)")
+    runs = parser.add_argument_group("runs")
+    runs.add_argument("--resume", action="store_true", help="continue a killed run in OUTDIR, redoing only unfinished parts")
+    runs.add_argument("-f", "--force", action="store_true", help="overwrite a non-empty OUTDIR")
+    runs.add_argument("-k", "--keep-intermediate", action="store_true",
+                      help="also write the original's chunked, nucleotide and protein FASTA files")
+    runs.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    weights = parser.add_argument_group("weights (default: seeded random weights)")
+    weights.add_argument("--esm-weights", metavar="FILE", help="ESM-2 weights: fair-esm .pt, HF .bin or safetensors")
+    weights.add_argument("--dnabert-dir", metavar="DIR", help="DNABERT-S folder (config.json, weights, tokenizer.json)")
+    weights.add_argument("--classifier", metavar="FILE", help="MLP state dict (.pt) or safetensors")
+    weights.add_argument("--trust-pickle", action="store_true",
+                         help="allow unpickling the fair-esm .pt config (only for files you trust)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vnp", description="VirNucPro inference, fast and faithful.")
+    parser.add_argument("--version", action="version", version=f"vnp {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser("predict", help="classify reads as viral or not", epilog=PREDICT_EPILOG,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  description="Chunk, translate, embed (DNABERT-S + ESM-2), classify.")
+    _add_predict_options(predict)
+
+    preprocess = commands.add_parser("preprocess", help="write the original's chunked and six-frame FASTA files")
+    preprocess.add_argument("input", help="input FASTA (plain or gzip)")
+    preprocess.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    preprocess.add_argument("-m", "--model-type", type=int, choices=(300, 500), default=500, help="chunk size")
+
+    consensus = commands.add_parser("consensus", help="per-chunk calls from a per-frame prediction_results.txt")
+    consensus.add_argument("predictions", help="prediction_results.txt")
+    consensus.add_argument("-o", "--output", metavar="OUT.csv",
+                           help="default: prediction_results_highestscore.csv beside the input")
+
+    embed = commands.add_parser("embed", help="per-record embeddings as safetensors (IDs + float32 matrix)")
+    embed.add_argument("model", choices=("esm2", "dnabert"))
+    embed.add_argument("input", help="FASTA of proteins (esm2) or nucleotides (dnabert)")
+    embed.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
+    embed.add_argument("--model-size", choices=("tiny", "full"), default="full")
+    embed.add_argument("--weights", metavar="PATH", help="ESM-2 file or DNABERT-S folder (default: random)")
+    embed.add_argument("--trust-pickle", action="store_true")
+    embed.add_argument("--cpu", action="store_true")
+    embed.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    embed.add_argument("--token-budget", type=int, metavar="N")
+
+    convert = commands.add_parser("convert-weights",
+                                  help="turn the original's pickled 300_model.pth/500_model.pth into safetensors")
+    convert.add_argument("source", help="the pickled classifier")
+    convert.add_argument("destination", help="output .safetensors")
+    convert.add_argument("--trust", action="store_true",
+                         help="required: unpickling runs code from the file, do it only for files you trust")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "predict":
+            from vnp.predict import run
+
+            return run(args)
+        if args.command == "preprocess":
+            from vnp.preprocess import preprocess_files
+
+            composition = preprocess_files(args.input, args.output, args.model_type)
+            print(f"vnp: {composition.reads} reads -> {composition.chunks} chunks -> {composition.frames} kept frames",
+                  file=sys.stderr)
+            return 0
+        if args.command == "consensus":
+            from vnp.consensus import consensus_file
+
+            rows = consensus_file(args.predictions, args.output)
+            print(f"vnp: wrote {rows} chunk calls", file=sys.stderr)
+            return 0
+        if args.command == "embed":
+            from vnp.embed import run as run_embed
+
+            return run_embed(args)
+        if args.command == "convert-weights":
+            from vnp.models.weights import convert_classifier
+
+            convert_classifier(args.source, args.destination, trust=args.trust)
+            return 0
+    except VnpError as error:
+        print(f"vnp: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("vnp: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

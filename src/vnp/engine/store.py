@@ -1,0 +1,83 @@
+"""The frame store: every kept frame's ID, nucleotide and protein, on disk, readable by any worker.
+
+Preprocessing streams frames into three byte pools plus offset arrays; workers memory-map them and
+read only their own shard. Nothing holds all frames in Python objects, so memory does not grow with
+the sample, and a resumed run reuses the store instead of preprocessing again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+FIELDS = ("ids", "nucleotides", "proteins")
+
+
+class FrameStoreWriter:
+    """Appends frame batches to ``<dir>/<field>.bin`` and records their end offsets."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._files = {f: open(self.directory / f"{f}.bin", "wb") for f in FIELDS}
+        self._ends: dict[str, list[np.ndarray]] = {f: [] for f in FIELDS}
+        self._written = {f: 0 for f in FIELDS}
+
+    def append(self, **columns: list[str]) -> None:
+        for field in FIELDS:
+            values = columns[field]
+            if not values:
+                continue
+            encoded = [v.encode("ascii") for v in values]
+            self._files[field].write(b"".join(encoded))
+            ends = np.cumsum([len(e) for e in encoded], dtype=np.int64) + self._written[field]
+            self._written[field] = int(ends[-1])
+            self._ends[field].append(ends)
+
+    def close(self) -> int:
+        """Flush, write the offset arrays, return the number of frames."""
+        count = None
+        for field in FIELDS:
+            self._files[field].close()
+            ends = np.concatenate(self._ends[field]) if self._ends[field] else np.zeros(0, np.int64)
+            np.save(self.directory / f"{field}.ends.npy", ends)
+            count = len(ends) if count is None else count
+            if len(ends) != count:
+                raise RuntimeError("frame store columns have different lengths")
+        return int(count or 0)
+
+
+class FrameStore:
+    """Read side: random access to frames by index, backed by memory maps."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self._pools = {}
+        self._starts = {}
+        self._ends = {}
+        for field in FIELDS:
+            ends = np.load(self.directory / f"{field}.ends.npy")
+            size = int(ends[-1]) if len(ends) else 0
+            self._pools[field] = (
+                np.memmap(self.directory / f"{field}.bin", dtype=np.uint8, mode="r", shape=(size,))
+                if size
+                else np.zeros(0, np.uint8)
+            )
+            self._ends[field] = ends
+            self._starts[field] = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ends["ids"])
+
+    def lengths(self, field: str) -> np.ndarray:
+        return self._ends[field] - self._starts[field]
+
+    def get(self, field: str, indices: np.ndarray) -> list[str]:
+        pool, starts, ends = self._pools[field], self._starts[field], self._ends[field]
+        return [bytes(pool[starts[i] : ends[i]]).decode("ascii") for i in indices]
+
+    def iter_field(self, field: str, block: int = 100_000):
+        """All values of one field in frame order, a block at a time (for the writers)."""
+        for start in range(0, len(self), block):
+            yield self.get(field, np.arange(start, min(start + block, len(self))))

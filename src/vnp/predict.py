@@ -1,0 +1,244 @@
+"""`vnp predict`: FASTA in, per-frame scores and per-chunk calls out, with a run record.
+
+preprocess (stream reads -> chunks -> kept frames into the frame store) -> workers (DNABERT-S,
+ESM-2, MLP per part, one per device) -> write prediction_results.txt -> consensus.
+Everything lives in OUTDIR/.vnp-work until the run succeeds, so a killed run can --resume and a
+failed one leaves no half-written result file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vnp.atomic import atomic_write
+from vnp.engine.batching import length_sorted_order
+from vnp.engine.devices import host_info, resolve_devices, resolve_precision
+from vnp.engine.runner import run_workers
+from vnp.engine.store import FrameStore, FrameStoreWriter
+from vnp.engine.worker import WorkerConfig
+from vnp.errors import InputError, OutputDirError, VnpError
+from vnp.runrecord import RunRecord
+
+WORKDIR = ".vnp-work"
+LOCKFILE = ".vnp.lock"
+RESULTS = "prediction_results.txt"
+CONSENSUS = "prediction_results_highestscore.csv"
+ESM_MAX_TOKENS = 1024  # 1022 residues + BOS + EOS
+
+# --variant: shorthands for the benchmark's two poles; explicit flags still win.
+VARIANTS = {
+    "baseline": {"precision": "fp32", "attention": "math", "packing": False, "persistent_models": False, "one_gpu": True},
+    "all": {"precision": "auto", "attention": "sdpa", "packing": True, "persistent_models": True, "one_gpu": False},
+}
+DEFAULTS = {"precision": "auto", "attention": "sdpa", "packing": True, "persistent_models": True}
+
+
+def resolve_options(args) -> dict:
+    """Fill unset switches from --variant, then from the defaults."""
+    variant = VARIANTS.get(args.variant, {})
+    resolved = {}
+    for name, default in DEFAULTS.items():
+        value = getattr(args, name)
+        resolved[name] = value if value is not None else variant.get(name, default)
+    devices, gpus = resolve_devices(args.gpus, args.cpu)
+    if variant.get("one_gpu") and args.gpus is None:
+        devices, gpus = devices[:1], gpus[:1]
+    if args.parallel is False and args.gpus is None:
+        devices, gpus = devices[:1], gpus[:1]
+    resolved["devices"], resolved["gpus"] = devices, gpus
+    resolved["precision"] = resolve_precision(resolved["precision"], gpus)
+    if devices == ["cpu"] and resolved["precision"] != "fp32":
+        raise VnpError(f"--precision {resolved['precision']} needs a GPU; on the CPU use fp32")
+    return resolved
+
+
+def _config_hash(config: dict, input_path: Path) -> str:
+    """What must not change between a killed run and its --resume."""
+    stat = input_path.stat()
+    keys = ("chunk_size", "model_size", "precision", "attention", "packing", "weights", "records_per_part", "devices")
+    payload = {k: config[k] for k in keys} | {"input": str(input_path), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked_outdir(outdir: Path, *, force: bool, resume: bool):
+    """Claim OUTDIR: refuse a non-empty one unless --force/--resume, and a second concurrent run always."""
+    created = not outdir.exists()
+    if not created and not outdir.is_dir():
+        raise OutputDirError(f"output path {outdir} exists and is not a directory")
+    leftovers = [p for p in outdir.iterdir() if p.name != LOCKFILE] if not created else []
+    outdir.mkdir(parents=True, exist_ok=True)
+    lock = open(outdir / LOCKFILE, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise OutputDirError(f"another vnp run is using {outdir} right now") from None
+    try:
+        if leftovers and not (force or resume):
+            raise OutputDirError(f"output directory {outdir} is not empty: use --resume to continue the run "
+                                 "in it or --force to overwrite it")
+        if force:
+            for path in leftovers:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        yield created
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (outdir / LOCKFILE).unlink()
+        lock.close()
+
+
+def _preprocess(input_path: Path, chunk_size: int, workdir: Path, record: RunRecord, config_hash: str) -> dict:
+    """Stream frames into the frame store; reuse a complete store from an earlier try of this run."""
+    manifest_path = workdir / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest["config_hash"] == config_hash:
+            with record.stage("preprocess", skipped=True) as entry:
+                entry["items"] = manifest["composition"]["frames"]
+            return manifest["composition"]
+        raise OutputDirError(f"{workdir.parent} holds a run with another input or configuration: "
+                             "use --force to start over")
+    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        summary = _build_store(input_path, chunk_size, workdir, record)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)  # a half-built store is worth nothing
+        raise
+    with atomic_write(manifest_path) as handle:
+        json.dump({"config_hash": config_hash, "composition": summary}, handle)
+    return summary
+
+
+def _build_store(input_path: Path, chunk_size: int, workdir: Path, record: RunRecord) -> dict:
+    from vnp.preprocess import Composition, iter_frame_batches
+
+    with record.stage("preprocess") as entry:
+        composition = Composition(0, 0, 0, 0, 0)
+        writer = FrameStoreWriter(workdir / "frames")
+        esm_lengths = []
+        for batch in iter_frame_batches(input_path, chunk_size, composition):
+            writer.append(ids=batch.ids, nucleotides=batch.nucleotides, proteins=batch.proteins)
+            esm_lengths.append(np.fromiter((len(p) for p in batch.proteins), np.int64, len(batch.proteins)))
+        frames = writer.close()
+        if composition.reads == 0:
+            raise InputError(f"{input_path}: no FASTA records")
+        tokens = np.minimum(np.concatenate(esm_lengths) + 2, ESM_MAX_TOKENS) if esm_lengths else np.zeros(0, np.int64)
+        np.save(workdir / "order.npy", length_sorted_order(tokens))
+        summary = {**vars(composition), "esm_tokens": int(tokens.sum())}
+        assert summary["frames"] == frames, "frame store and composition disagree"
+        entry["items"] = frames
+    return summary
+
+
+def _gather_scores(workdir: Path, frames: int) -> tuple[np.ndarray, int]:
+    """Scores of every frame in frame order, checking each frame came back exactly once."""
+    scores = np.full((frames, 2), np.nan, dtype=np.float32)
+    seen = np.zeros(frames, dtype=np.int64)
+    dnabert_tokens = 0
+    for part in sorted((workdir / "scores").glob("*.npz")):
+        with np.load(part) as data:
+            scores[data["rows"]] = data["scores"]
+            np.add.at(seen, data["rows"], 1)
+            dnabert_tokens += int(data["dnabert_tokens"])
+    if frames and not (seen == 1).all():
+        missing, doubled = int((seen == 0).sum()), int((seen > 1).sum())
+        raise VnpError(f"internal error: {missing} frames have no score and {doubled} have several")
+    return scores, dnabert_tokens
+
+
+def run(args) -> int:
+    record = RunRecord(sys.argv[1:])
+    outdir = Path(args.output).resolve()
+    if not Path(args.input).is_file():
+        raise InputError(f"input file {args.input} does not exist")
+    with _locked_outdir(outdir, force=args.force, resume=args.resume) as created:
+        try:
+            _run_locked(args, outdir, record)
+        except BaseException as failure:
+            if record.data["input"] is None:
+                # Failed before any frame reached a worker (bad input, bad option): leave nothing behind.
+                if created:
+                    shutil.rmtree(outdir, ignore_errors=True)
+            else:  # keep the finished parts for --resume, and say what happened
+                code = getattr(failure, "exit_code", 130 if isinstance(failure, KeyboardInterrupt) else 1)
+                record.finish(outdir, code, str(failure) or type(failure).__name__)
+            raise
+        record.finish(outdir, 0, None)
+    return 0
+
+
+def _run_locked(args, outdir: Path, record: RunRecord) -> None:
+    from vnp.consensus import consensus, write_highestscore, write_prediction_results
+
+    input_path = Path(args.input).resolve()
+    options = resolve_options(args)
+    if args.expandable_segments:  # read by each worker's allocator at CUDA start
+        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    workdir = outdir / WORKDIR
+    config = {
+        "input": str(input_path), "outdir": str(outdir), "chunk_size": args.model_type,
+        "model_size": args.model_size, "devices": options["devices"], "precision": options["precision"],
+        "attention": options["attention"], "packing": options["packing"],
+        "persistent_models": options["persistent_models"], "token_budget": None,
+        "records_per_part": args.records_per_part, "expandable_segments": args.expandable_segments,
+        "max_memory_fraction": args.max_memory_fraction, "threads": args.threads or os.cpu_count(),
+        "variant": args.variant, "resume": args.resume,
+        "weights": {"esm2": args.esm_weights, "dnabert": args.dnabert_dir, "classifier": args.classifier},
+    }
+    record.data["config"] = config
+    record.data["host"] = host_info(options["gpus"])
+    config_hash = _config_hash(config, input_path)
+    composition = _preprocess(input_path, args.model_type, workdir, record, config_hash)
+    frames = composition["frames"]
+    record.data["input"] = dict(composition)
+
+    world = len(options["devices"])
+    part_size = max(1, min(args.records_per_part, math.ceil(frames / world))) if frames else args.records_per_part
+    (workdir / "scores").mkdir(exist_ok=True)
+    done_before = len(list((workdir / "scores").glob("*.npz")))
+    record.data["resumed"] = {"parts_done_before": done_before}
+    budget = {k: v for k, v in (("dnabert", args.token_budget), ("esm2", args.token_budget)) if v}
+    configs = [
+        WorkerConfig(workdir=str(workdir), device=device, rank=rank, world=world, part_size=part_size,
+                     model_size=args.model_size, precision=options["precision"], attention=options["attention"],
+                     packing=options["packing"], persistent_models=options["persistent_models"],
+                     token_budget=budget, weights=config["weights"], trust_pickle=args.trust_pickle,
+                     max_memory_fraction=args.max_memory_fraction, threads=args.threads)
+        for rank, device in enumerate(options["devices"])
+    ]
+    summaries = run_workers(configs, frames, quiet=args.quiet) if frames else []
+    record.add_worker_stages(summaries)
+    if summaries:
+        config["token_budget"] = summaries[0]["token_budget"]
+    if record.data["synthetic_weights"]:
+        print("vnp: no weights given for some models: using seeded random weights — speed and memory are "
+              "real, the labels are not", file=sys.stderr)
+
+    store = FrameStore(workdir / "frames")
+    scores, dnabert_tokens = _gather_scores(workdir, frames)
+    record.data["input"]["dnabert_tokens"] = dnabert_tokens
+    ids = [i for block in store.iter_field("ids") for i in block]
+    with record.stage("write") as entry:
+        write_prediction_results(outdir / RESULTS, ids, scores[:, 0], scores[:, 1])
+        entry["items"] = len(ids)
+    with record.stage("consensus") as entry:
+        rows = consensus(ids, scores[:, 0], scores[:, 1])
+        write_highestscore(outdir / CONSENSUS, rows)
+        entry["items"] = len(rows)
+    record.data["output"] = {"frames": len(ids), "consensus_rows": len(rows)}
+    if args.keep_intermediate:
+        from vnp.preprocess import preprocess_files
+
+        preprocess_files(input_path, outdir, args.model_type)
+    shutil.rmtree(workdir)
