@@ -1,0 +1,93 @@
+"""The original VirNucPro sequence rules, written plainly: the oracle for tests and the slow side of benchmarks.
+
+Everything here follows ../shared/spec/virnucpro-pipeline.md (sections 1, 2 and 8) word for word, with
+per-codon dictionary lookups and string slicing, as the original tool does it. It is deliberately slow and
+obviously correct; it must not import `vnp` (the harness never imports the package under test).
+"""
+
+from __future__ import annotations
+
+import math
+
+BASES = "TCAG"
+AMINO_ACIDS = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
+# The standard genetic code (NCBI table 1); TAA, TAG and TGA are "*".
+CODON_TABLE = {
+    a + b + c: AMINO_ACIDS[16 * i + 4 * j + k]
+    for i, a in enumerate(BASES)
+    for j, b in enumerate(BASES)
+    for k, c in enumerate(BASES)
+}
+COMPLEMENT = {"A": "T", "T": "A", "C": "G", "G": "C"}
+
+
+def chunk_starts(length: int, chunk_size: int) -> list[int]:
+    """Start of every chunk: k*C minus the first k shifts, with the original's shift list (quirk included)."""
+    num_chunks = math.ceil(length / chunk_size)
+    redundant = num_chunks * chunk_size - length
+    per_chunk = redundant // num_chunks
+    bigger = redundant - per_chunk * (num_chunks - 1)
+    shifts = [per_chunk + 1] * bigger + [per_chunk] * (num_chunks - 1 - bigger) + [0]
+    return [k * chunk_size - sum(shifts[:k]) for k in range(num_chunks)]
+
+
+def split_record(record_id: str, sequence: str, chunk_size: int) -> list[tuple[str, str]]:
+    """One record's chunks as (ID, sequence); every chunk is C long, clipped at the sequence end."""
+    return [
+        (f"{record_id}_chunk_{k + 1}", sequence[start : start + chunk_size])
+        for k, start in enumerate(chunk_starts(len(sequence), chunk_size))
+    ]
+
+
+def reverse_complement(sequence: str) -> str:
+    """Swap A<->T and C<->G, keep every other character, then reverse."""
+    return "".join(COMPLEMENT.get(base, base) for base in reversed(sequence))
+
+
+def translate(sequence: str) -> str:
+    """Translate complete codons; a codon with any non-ACGT character is silently skipped."""
+    protein = ""
+    for i in range(0, len(sequence) - 2, 3):
+        codon = sequence[i : i + 3]
+        if codon in CODON_TABLE:
+            protein += CODON_TABLE[codon]
+    return protein
+
+
+def identify_frames(chunk_id: str, sequence: str) -> list[tuple[str, str, str]]:
+    """Kept frames of one chunk as (ID, nucleotide, protein), in the order F1, F2, F3, R1, R2, R3.
+
+    A frame is kept when its translation is non-empty and has no stop anywhere; its nucleotide record is
+    the strand from the frame offset, one base longer than the translated codons, clipped at the end.
+    """
+    sequence = sequence.upper()
+    kept = []
+    for strand_name, strand in (("F", sequence), ("R", reverse_complement(sequence))):
+        for offset in range(3):
+            protein = translate(strand[offset:])
+            if protein and "*" not in protein:
+                nucleotide = strand[offset : offset + 3 * len(protein) + 1]
+                kept.append((f"{chunk_id}{strand_name}{offset + 1}", nucleotide, protein))
+    return kept
+
+
+def chunk_and_translate(records, chunk_size: int) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+    """All chunks and all kept frames of (ID, sequence) records, in the original's output order."""
+    chunks, frames = [], []
+    for record_id, sequence in records:
+        for chunk_id, chunk in split_record(record_id, sequence, chunk_size):
+            chunks.append((chunk_id, chunk))
+            frames.extend(identify_frames(chunk_id, chunk))
+    return chunks, frames
+
+
+def consensus(rows) -> list[tuple[str, bool]]:
+    """Per-chunk call from (Sequence_ID, score1, score2) rows: max(score2) >= max(score1), sorted by chunk."""
+    best = {}
+    for sequence_id, score1, score2 in rows:
+        group = sequence_id[:-2]
+        if group in best:
+            best[group] = (max(best[group][0], score1), max(best[group][1], score2))
+        else:
+            best[group] = (score1, score2)
+    return [(group, best[group][1] >= best[group][0]) for group in sorted(best)]

@@ -1,0 +1,110 @@
+"""The sequence stages as one stream: FASTA -> chunks -> six-frame translation -> kept frames.
+
+`iter_frame_batches` feeds the pipeline batch by batch, so memory does not grow with the input;
+`preprocess_files` is `vnp preprocess`: it writes the original tool's three intermediate files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vnp.atomic import atomic_write
+from vnp.chunking import chunk_record
+from vnp.errors import OutputDirError
+from vnp.fasta import Composition, read_fasta
+from vnp.translate import kept_frames
+
+__all__ = ["Composition", "FrameBatch", "iter_frame_batches", "output_names", "preprocess_files"]
+
+FASTA_LINE_WIDTH = 60  # Biopython's FASTA writer, which the original's chunk file comes from
+
+
+@dataclass
+class FrameBatch:
+    """Kept frames, columnar, in the original's output order (chunk order, then F1 F2 F3 R1 R2 R3)."""
+
+    ids: list[str] = field(default_factory=list)  # "<chunkID><F|R><1..3>", e.g. "read7_chunk_1R2"
+    nucleotides: list[str] = field(default_factory=list)  # strand[offset : offset + 3*len(protein) + 1]
+    proteins: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def iter_frame_batches(
+    path, chunk_size: int, composition: Composition | None = None, batch_reads: int = 4096
+) -> Iterator[FrameBatch]:
+    """Stream the kept frames of a FASTA file, a batch per ~batch_reads reads (or chunks of long records).
+
+    Updates `composition` in place if given. Raises `InputError` on bad input (see `vnp.fasta.read_fasta`).
+    """
+    for _, frames in _chunks_and_frames(path, chunk_size, composition, batch_reads):
+        yield frames
+
+
+def output_names(path, chunk_size: int) -> tuple[str, str, str]:
+    """The original's file names: chunked, nucleotide, protein; <base> = input name cut at its first '.fa'."""
+    base = Path(path).name.split(".fa")[0]
+    return f"{base}_chunked{chunk_size}.fa", f"{base}_identified_nucleotide.fa", f"{base}_identified_protein.faa"
+
+
+def preprocess_files(path, outdir, chunk_size: int) -> Composition:
+    """`vnp preprocess`: write the chunked, nucleotide and protein files into `outdir`, all or nothing."""
+    outdir = Path(outdir)
+    created = not outdir.exists()
+    composition = Composition()
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as files:
+            chunked, nucleotide, protein = (
+                files.enter_context(atomic_write(outdir / name)) for name in output_names(path, chunk_size)
+            )
+            for chunks, frames in _chunks_and_frames(path, chunk_size, composition):
+                chunked.write("".join(_wrapped_record(chunk_id, seq) for chunk_id, seq in chunks))
+                nucleotide.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.nucleotides)))
+                protein.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.proteins)))
+    except BaseException as err:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(outdir)  # only succeeds if nothing else was put there meanwhile
+        if isinstance(err, OSError):
+            raise OutputDirError(f"{outdir}: cannot write output ({err.strerror or err})") from None
+        raise
+    return composition
+
+
+def _chunks_and_frames(
+    path, chunk_size: int, composition: Composition | None, batch_reads: int = 4096
+) -> Iterator[tuple[list[tuple[str, str]], FrameBatch]]:
+    """(chunks as written, their kept frames) per batch of about batch_reads chunks."""
+    composition = composition if composition is not None else Composition()
+    chunks: list[tuple[str, str]] = []
+    for record_id, sequence in read_fasta(path, keep_case=True):  # case kept for the chunk file
+        composition.reads += 1
+        composition.bases += len(sequence)
+        chunks.extend(chunk_record(record_id, sequence, chunk_size))
+        if len(chunks) >= batch_reads:
+            yield chunks, _translate(chunks, composition)
+            chunks = []
+    if chunks:
+        yield chunks, _translate(chunks, composition)
+
+
+def _translate(chunks: list[tuple[str, str]], composition: Composition) -> FrameBatch:
+    frames = kept_frames([seq for _, seq in chunks])
+    ids = [chunks[source][0] + suffix for source, suffix in zip(frames.source.tolist(), frames.suffixes)]
+    composition.chunks += len(chunks)
+    composition.chunks_with_frame += np.unique(frames.source).size
+    composition.frames += len(ids)
+    return FrameBatch(ids, frames.nucleotides, frames.proteins)
+
+
+def _wrapped_record(record_id: str, seq: str) -> str:
+    lines = (seq[i : i + FASTA_LINE_WIDTH] for i in range(0, len(seq), FASTA_LINE_WIDTH))
+    return f">{record_id}\n" + "".join(f"{line}\n" for line in lines)
