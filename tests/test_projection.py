@@ -1,0 +1,409 @@
+"""The cost model's fitting and projection math, on synthetic runs generated from a known cost model."""
+
+import json
+import math
+
+import pytest
+
+from benchmarks.harness import projection as P
+
+# The truth the synthetic runs are generated from: stage -> (fixed s, s per work unit on 1 GPU, Amdahl
+# parallel fraction). Work units follow projection.stage_kind (bases, DNABERT/ESM tokens, frames, chunks).
+TRUTH = {
+    "preprocess": (0.5, 2e-6, 0.0),
+    "dnabert": (1.0, 1e-5, 0.9),
+    "esm2": (2.0, 1e-4, 0.95),
+    "classify": (0.2, 1e-4, 1.0),
+    "write": (0.1, 1e-5, 0.0),
+    "consensus": (0.05, 2e-5, 0.0),
+}
+STARTUP_SECONDS = 7.0
+GPU_STAGES = ("dnabert", "esm2", "classify")
+T0 = 1_764_340_000.0
+GIB = 2**30
+
+
+def composition(reads):
+    frames = 0.8 * reads
+    return {
+        "reads": reads,
+        "bases": 150.0 * reads,
+        "chunks": float(reads),
+        "chunks_with_frame": 0.6 * reads,
+        "frames": frames,
+        "dnabert_tokens": 33.0 * frames,
+        "esm_tokens": 51.0 * frames,
+    }
+
+
+def true_seconds(stage, comp, gpus, truth=TRUTH):
+    fixed, rate, parallel_fraction = truth[stage]
+    unit, parallel = P.stage_kind(stage)
+    factor = (1 - parallel_fraction) + parallel_fraction / gpus if parallel else 1.0
+    return fixed + rate * factor * comp[unit]
+
+
+def true_total(comp, gpus, truth=TRUTH):
+    return STARTUP_SECONDS + sum(true_seconds(stage, comp, gpus, truth) for stage in truth)
+
+
+def synthetic_record(
+    dataset="typical",
+    reads=1000,
+    gpus=1,
+    repeat=0,
+    factor=1.0,
+    variant="all",
+    machine="m1",
+    commit="abcdef1234567890",
+    suite="end_to_end",
+    scale="gpu",
+    truth=TRUTH,
+    comp=None,
+    samples=True,
+    start=T0,
+    peak_per_token=1000,
+    static_bytes=8 * GIB,
+    token_budget=16384,
+):
+    """A vnp-runrecord/1 dict whose stage times follow ``truth`` (times ``factor``), with sampler columns."""
+    comp = comp or composition(reads)
+    t = start + STARTUP_SECONDS * factor
+    stages = []
+    for name in truth:
+        seconds = true_seconds(name, comp, gpus, truth) * factor
+        unit, parallel = P.stage_kind(name)
+        devices = []
+        if parallel:
+            devices = [
+                {
+                    "device": f"cuda:{g}",
+                    "seconds": seconds,
+                    "items": comp["frames"] / gpus,
+                    "tokens": comp[unit] / gpus,
+                    "padding_tokens": 0,
+                    "batches": 3,
+                    "peak_allocated_bytes": static_bytes + peak_per_token * token_budget,
+                    "peak_reserved_bytes": static_bytes + 2 * peak_per_token * token_budget,
+                    "oom_backoffs": 0,
+                    "intervals": [[t, t + seconds]],
+                }
+                for g in range(gpus)
+            ]
+        stages.append(
+            {"name": name, "start": t, "end": t + seconds, "seconds": seconds, "items": comp["frames"],
+             "tokens": comp[unit] if unit.endswith("tokens") else None, "devices": devices}
+        )
+        t += seconds
+    wall = t - start
+    run = {
+        "schema": "vnp-run/1",
+        "tool": {"name": "vnp", "version": "0.1.0", "commit": commit},
+        "host": {"gpus": [{"index": g, "name": "Test GPU", "total_bytes": 80 * GIB} for g in range(gpus)]},
+        "config": {"chunk_size": 300, "model_size": "full", "precision": "bf16", "attention": "sdpa",
+                   "packing": True, "persistent_models": True,
+                   "token_budget": {"dnabert": token_budget, "esm2": token_budget}},
+        "synthetic_weights": True,
+        "input": comp,
+        "output": {"frames": comp["frames"], "consensus_rows": comp["chunks_with_frame"]},
+        "stages": stages,
+        "workers": [{"device": f"cuda:{g}", "model_load_seconds": {"esm2": 3.0, "dnabert": 0.5}} for g in range(gpus)],
+        "model_load_seconds": 3.5,
+        "started_at": start,
+        "ended_at": t,
+        "wall_seconds": wall,
+        "exit": {"status": "ok", "code": 0, "error": None},
+    }
+    nvml = {"t": [], "gpu": [], "mem_used_bytes": [], "util_percent": [], "power_w": []}
+    host = {"t": [], "rss_bytes": [], "cpu_percent": []}
+    gpu_span = (stages[1]["start"], stages[3]["end"])
+    if samples:
+        steps = 40
+        for i in range(steps + 1):
+            now = start + wall * i / steps
+            busy = gpu_span[0] <= now <= gpu_span[1]
+            for g in range(gpus):
+                nvml["t"].append(now)
+                nvml["gpu"].append(g)
+                nvml["mem_used_bytes"].append(static_bytes + (peak_per_token * token_budget if busy else 0))
+                nvml["util_percent"].append(90.0 if busy else 5.0)
+                nvml["power_w"].append(500.0 if busy else 80.0)
+            host["t"].append(now)
+            host["rss_bytes"].append(2 * GIB)
+            host["cpu_percent"].append(100.0)
+    peaks = [
+        {"stage": s["name"], "gpu": int(d["device"].split(":")[1]), "nvml_peak_bytes": static_bytes + peak_per_token * token_budget,
+         "torch_peak_allocated_bytes": d["peak_allocated_bytes"], "torch_peak_reserved_bytes": d["peak_reserved_bytes"],
+         "host_peak_rss_bytes": 2 * GIB}
+        for s in stages for d in s["devices"]
+    ]
+    return {
+        "schema": "vnp-runrecord/1",
+        "harness": {"target": "vnp", "suite": suite, "dataset": dataset, "scale": scale, "gpus": gpus,
+                    "variant": variant, "repeat": repeat, "machine": machine, "commit": commit,
+                    "argv": ["vnp", "predict"], "started_at": start, "ended_at": t, "wall_seconds": wall,
+                    "exit_code": 0, "validated": True, "records_in": comp["frames"], "records_out": comp["frames"],
+                    "resumed": False, "sampler_interval_s": 0.1},
+        "run": run,
+        "samples": {"nvml": nvml, "host": host},
+        "stage_peaks": peaks,
+    }
+
+
+def observations(specs, **kwargs):
+    """Observations of synthetic runs: specs are (dataset, reads, gpus[, repeat, factor])."""
+    records = []
+    for spec in specs:
+        dataset, reads, gpus, repeat, factor = (*spec, *(None, None, None, 0, 1.0)[len(spec):])
+        records.append((f"{dataset}-{gpus}-{repeat}", synthetic_record(dataset, reads, gpus, repeat, factor, **kwargs)))
+    obs, skipped = P.observations_from_records(records)
+    assert not skipped
+    return obs
+
+
+def amdahl_rate(stage, gpus):
+    _, rate, parallel_fraction = TRUTH[stage]
+    return rate * ((1 - parallel_fraction) + parallel_fraction / gpus)
+
+
+# --- fitting ------------------------------------------------------------------------------------------
+
+
+def test_two_sizes_one_gpu_count_recovers_fixed_and_marginal_exactly():
+    model = P.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
+    for stage, (fixed, rate, _) in TRUTH.items():
+        fit = model.stages[stage]
+        assert fit.fixed == pytest.approx(fixed, rel=1e-6, abs=1e-9)
+        assert fit.marginal_at(1) == pytest.approx(rate, rel=1e-6)
+    assert model.stages[P.STARTUP].fixed == pytest.approx(STARTUP_SECONDS)
+
+
+def test_two_gpu_counts_fit_amdahl_and_extrapolate_exactly():
+    obs = observations([("typical", 1000, 1), ("large", 10000, 1), ("typical", 1000, 2), ("large", 10000, 2)])
+    model = P.fit_cost_model(obs)
+    full = composition(6_000_000)
+    for gpus in (1, 2, 4, 8):
+        assert model.total_seconds(full, gpus) == pytest.approx(true_total(full, gpus), rel=1e-6)
+    esm = model.stages["esm2"]
+    assert esm.as_dict()["amdahl"]["parallel_fraction"] == pytest.approx(TRUTH["esm2"][2], rel=1e-6)
+    assert [model.extrapolated(g) for g in (1, 2, 4, 8)] == [False, False, True, True]
+
+
+def test_single_gpu_count_assumes_ideal_scaling_and_says_so():
+    model = P.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
+    esm = model.stages["esm2"]
+    assert esm.marginal_at(4) == pytest.approx(esm.marginal_at(1) / 4)
+    assert model.stages["preprocess"].marginal_at(4) == model.stages["preprocess"].marginal_at(1)
+    assert model.extrapolated(4) and not model.extrapolated(1)
+    assert any("ideal scaling assumed" in flag for flag in esm.flags)
+
+
+def test_one_dataset_falls_back_to_proportional_and_flags_it():
+    comp = composition(1000)
+    model = P.fit_cost_model(observations([("typical", 1000, 1, 0), ("typical", 1000, 1, 1)]))
+    esm = model.stages["esm2"]
+    assert esm.fixed == 0
+    assert esm.marginal_at(1) == pytest.approx(true_seconds("esm2", comp, 1) / comp["esm_tokens"])
+    assert any("proportional" in flag for flag in esm.flags)
+    # start-up is outside every stage: fixed by construction, never scaled with the work
+    assert model.stages[P.STARTUP].fixed == pytest.approx(STARTUP_SECONDS)
+    assert model.stages[P.STARTUP].marginal_at(1) == 0
+
+
+def test_stage_with_zero_work_is_fixed_cost_only():
+    # no chunk has a frame: consensus does no work in any run, but still costs its fixed part
+    def no_calls(reads):
+        return {**composition(reads), "chunks_with_frame": 0.0}
+
+    obs = observations([("typical", 1000, 1)], comp=no_calls(1000)) + observations(
+        [("large", 10000, 1)], comp=no_calls(10000)
+    )
+    fit = P.fit_cost_model(obs).stages["consensus"]
+    assert fit.fixed == pytest.approx(TRUTH["consensus"][0])
+    assert fit.seconds(0.0, 1) == pytest.approx(TRUTH["consensus"][0])
+    assert any("no work measured" in flag for flag in fit.flags)
+
+
+def test_zero_work_on_one_gpu_count_leaves_that_rate_to_amdahl():
+    # (0 work, 2 GPUs) informs only the fixed part; 2 GPUs is then extrapolated, never divided by zero
+    fit = P.fit_stage("esm2", [(0.0, 2, 2.0), (1e4, 1, 3.0), (1e5, 1, 12.0)])
+    assert fit.fixed == pytest.approx(2.0)
+    assert fit.marginal == {1: pytest.approx(1e-4)}
+    assert fit.extrapolated(2) and fit.marginal_at(2) == pytest.approx(0.5e-4)
+
+
+def test_negative_fits_are_clamped_to_zero():
+    # times that shrink with more work would fit a negative rate; costs are never negative
+    fit = P.fit_stage("write", [(100.0, 1, 2.0), (1000.0, 1, 1.0)])
+    assert fit.marginal_at(1) == 0 and fit.fixed == pytest.approx(1.5)
+    assert any("negative" in flag for flag in fit.flags)
+
+
+def test_amdahl_never_gives_negative_rates_for_superlinear_measurements():
+    fit = P.fit_stage("esm2", [(1e4, 1, 1.0), (1e5, 1, 10.0), (1e4, 2, 0.4), (1e5, 2, 4.0)])
+    assert fit.serial == 0
+    assert fit.marginal_at(8) > 0
+
+
+def test_interval_comes_from_the_fastest_and_slowest_repeats():
+    specs = [(name, reads, 1, r, f) for name, reads in (("typical", 1000), ("large", 10000))
+             for r, f in enumerate((0.9, 1.0, 1.1))]
+    full = composition(6_000_000)
+    result = P.project(P.fit_envelope(observations(specs)), full, (1,), 10.0)
+    row = result["rows"][0]
+    truth = true_total(full, 1) / 3600
+    assert row["total_hours"] == pytest.approx(truth, rel=1e-6)
+    assert row["low_hours"] == pytest.approx(0.9 * truth, rel=1e-6)
+    assert row["high_hours"] == pytest.approx(1.1 * truth, rel=1e-6)
+
+
+# --- projection ---------------------------------------------------------------------------------------
+
+
+def test_projection_rows_pass_fail_fewest_gpus_and_max_reads():
+    obs = observations([("typical", 1000, 1), ("large", 10000, 1), ("typical", 1000, 2), ("large", 10000, 2)])
+    full = composition(6_000_000)
+    hours = {g: true_total(full, g) / 3600 for g in P.GPU_COUNTS}
+    target = (hours[2] + hours[4]) / 2  # between the 2- and 4-GPU projections: 4 is the fewest that meet it
+    result = P.project(P.fit_envelope(obs), full, P.GPU_COUNTS, target)
+    rows = {row["gpus"]: row for row in result["rows"]}
+    assert [rows[g]["meets_target"] for g in P.GPU_COUNTS] == [False, False, True, True]
+    assert result["fewest_gpus_meeting_target"] == 4 and result["fewest_gpus_extrapolated"] is True
+    assert rows[2]["scaling_efficiency"] == pytest.approx(hours[1] / (2 * hours[2]), rel=1e-6)
+    for gpus, row in rows.items():
+        assert row["total_hours"] == pytest.approx(hours[gpus], rel=1e-6)
+        assert sum(s["hours"] for s in row["stages"].values()) == pytest.approx(row["total_hours"])
+        # the largest sample that fits takes exactly the target time
+        reads = row["max_reads_within_target"]
+        assert true_total(composition(reads), gpus) / 3600 == pytest.approx(target, rel=1e-5)
+
+
+def test_max_reads_is_zero_when_fixed_costs_exceed_the_target():
+    model = P.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
+    assert P.max_reads_within(model, composition(1000), 1, seconds=1.0) == 0
+
+
+def test_projected_hours_for_the_suites_matches_the_truth():
+    records = [synthetic_record("typical", 1000, 1), synthetic_record("large", 10000, 1)]
+    full = composition(6_000_000)
+    assert P.projected_hours(records, full, 1) == pytest.approx(true_total(full, 1) / 3600, rel=1e-6)
+    assert math.isnan(P.projected_hours([], full, 1))
+
+
+# --- the trust check ----------------------------------------------------------------------------------
+
+
+def test_typical_to_large_check_reports_the_proportional_models_error():
+    obs = observations([("typical", 1000, 1), ("large", 10000, 1)])
+    check = P.check_prediction(obs)
+    small, large = composition(1000), composition(10000)
+    # fitted on typical alone: stages proportional to work, start-up fixed
+    predicted = STARTUP_SECONDS + sum(
+        true_seconds(s, small, 1) * large[P.stage_kind(s)[0]] / small[P.stage_kind(s)[0]] for s in TRUTH
+    )
+    measured = true_total(large, 1)
+    assert check["available"]
+    assert check["per_gpus"][0]["error"] == pytest.approx(predicted / measured - 1, rel=1e-6)
+    assert check["warning"] == (abs(predicted / measured - 1) > 0.10)
+
+
+def test_check_is_exact_without_fixed_stage_costs_and_warns_when_far_off():
+    no_fixed = {stage: (0.0, rate, p) for stage, (_, rate, p) in TRUTH.items()}
+    exact = P.check_prediction(observations([("typical", 1000, 1), ("large", 10000, 1)], truth=no_fixed))
+    # (timestamps near 1.7e9 s carry ~1e-7 s of rounding into the stage times)
+    assert exact["max_abs_error"] == pytest.approx(0, abs=1e-6) and not exact["warning"]
+    big_fixed = {stage: (50.0, rate, p) for stage, (_, rate, p) in TRUTH.items()}
+    far = P.check_prediction(observations([("typical", 1000, 1), ("large", 10000, 1)], truth=big_fixed))
+    assert far["warning"] and far["max_abs_error"] > 0.10
+
+
+def test_check_without_large_runs_says_why():
+    check = P.check_prediction(observations([("typical", 1000, 1)]))
+    assert not check["available"] and "large" in check["reason"]
+
+
+# --- reading results ----------------------------------------------------------------------------------
+
+
+def test_unusable_records_are_left_out_with_a_reason():
+    failed = synthetic_record()
+    failed["harness"]["exit_code"] = 1
+    unvalidated = synthetic_record()
+    unvalidated["harness"]["validated"] = False
+    resumed = synthetic_record()
+    resumed["harness"]["resumed"] = True
+    obs, skipped = P.observations_from_records([("a", failed), ("b", unvalidated), ("c", resumed)])
+    assert obs == [] and len(skipped) == 3
+    assert "resumed" in skipped[2]
+
+
+def test_cli_target_record_takes_its_composition_from_the_dataset_definition():
+    record = synthetic_record()
+    record["run"]["input"] = None
+    with pytest.raises(ValueError, match="composition"):
+        P.observation_from_record(record)
+    obs = P.observation_from_record(record, datasets={"typical": composition(1000)})
+    assert obs.composition["esm_tokens"] == composition(1000)["esm_tokens"]
+    assert obs.seconds[P.STARTUP] == pytest.approx(STARTUP_SECONDS)
+
+
+def test_stage_kinds_cover_vnp_and_fork_names():
+    assert P.stage_kind("esm2") == ("esm_tokens", True)
+    assert P.stage_kind("ESM-2 Feature Extraction") == ("esm_tokens", True)
+    assert P.stage_kind("DNABERT-S Feature Extraction") == ("dnabert_tokens", True)
+    assert P.stage_kind("consensus") == ("chunks_with_frame", False)
+    assert P.stage_kind("Sequence Chunking") == ("bases", False)
+    assert P.stage_kind("write") == ("frames", False)
+
+
+def test_load_records_reads_the_tree_and_fills_key_from_path(tmp_path):
+    folder = tmp_path / "records" / "h200" / "abcdef12"
+    folder.mkdir(parents=True)
+    record = synthetic_record()
+    del record["harness"]["machine"]
+    (folder / "end_to_end-typical-1gpu-all-r0.json").write_text(json.dumps(record))
+    (folder / "broken.json").write_text("{not json")
+    records, skipped = P.load_records(tmp_path)
+    assert len(records) == 1 and records[0][1]["harness"]["machine"] == "h200"
+    assert len(skipped) == 1 and "unreadable" in skipped[0]
+
+
+def test_datasets_file_is_read_defensively(tmp_path):
+    path = tmp_path / "datasets.json"
+    path.write_text(json.dumps({"datasets": {"full": {"reads": 6000000, "composition": {"frames": 4.8e6}},
+                                             "odd": "not a dict"}}))
+    assert P.read_datasets(path) == {"full": {"reads": 6e6, "frames": 4.8e6}}
+    path.write_text("[1, 2]")
+    assert P.read_datasets(path) == {}
+    assert P.read_datasets(tmp_path / "missing.json") == {}
+
+
+def test_missing_units_are_estimated_from_measured_ratios():
+    filled, estimated = P.complete_composition({"reads": 2000.0, "frames": 1600.0}, [composition(1000)])
+    assert sorted(estimated) == sorted(set(P.WORK_UNITS) - {"reads", "frames"})
+    assert filled["esm_tokens"] == pytest.approx(composition(2000)["esm_tokens"])
+    assert filled["frames"] == 1600.0
+    with pytest.raises(ValueError):
+        P.complete_composition({"frames": 10.0}, [])
+
+
+def test_composition_file_accepts_bare_nested_and_run_json(tmp_path):
+    for document in (composition(10), {"composition": composition(10)}, {"schema": "vnp-run/1", "input": composition(10)}):
+        path = tmp_path / "c.json"
+        path.write_text(json.dumps(document))
+        assert P.read_composition_file(path)["reads"] == 10
+    path.write_text(json.dumps({"nothing": 1}))
+    with pytest.raises(ValueError):
+        P.read_composition_file(path)
+
+
+def test_scan_fasta_counts_the_pipelines_work(tmp_path):
+    preprocess = pytest.importorskip("vnp.preprocess")
+    fasta = tmp_path / "reads.fa"
+    # a 150-nt read whose forward frames are stop-free, and a read of stops only
+    fasta.write_text(">open\n" + "GCT" * 50 + "\n>closed\n" + "TAA" * 50 + "\n")
+    counts, _ = P.scan_fasta(fasta, chunk_size=300)
+    frames = [p for batch in preprocess.iter_frame_batches(str(fasta), 300) for p in batch.proteins]
+    assert counts["reads"] == 2 and counts["bases"] == 300
+    assert counts["frames"] == len(frames)
+    assert counts["esm_tokens"] == sum(len(p) + 2 for p in frames)
