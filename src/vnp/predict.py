@@ -51,6 +51,8 @@ def resolve_options(args) -> dict:
         value = getattr(args, name)
         resolved[name] = value if value is not None else variant.get(name, default)
     devices, gpus = resolve_devices(args.gpus, args.cpu)
+    if devices == ["cpu"]:
+        devices = ["cpu"] * max(1, args.cpu_workers)
     if variant.get("one_gpu") and args.gpus is None:
         devices, gpus = devices[:1], gpus[:1]
     if args.parallel is False and args.gpus is None:

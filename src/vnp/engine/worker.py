@@ -92,6 +92,7 @@ class Worker:
         self.models = None
         self._batch_counter = 0
         self._fault_batches = {int(v) for v in os.environ.get("VNP_FAULT_OOM", "").split(",") if v.strip()}
+        self._slow_parts = float(os.environ.get("VNP_FAULT_SLOW_PART", "0") or 0)
         self._started = time.time()
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -173,6 +174,8 @@ class Worker:
                 np.savez(handle, rows=rows, scores=scores, dnabert_tokens=self._last_dnabert_tokens)
             if not self.config.persistent_models:
                 self.unload_models()
+            if self._slow_parts:  # test hook: widen the window in which a test can kill a run
+                time.sleep(self._slow_parts)
         return self.summary(len(parts), skipped)
 
     def _tokenize(self, stage: str, sequences: list[str]):
@@ -208,7 +211,9 @@ class Worker:
                     self._maybe_inject_oom()
                     if self.config.packing:
                         tokens, cu = gather_packed(flat, starts, lengths, rows)
-                        emb = model.embed_packed(self._to_device(tokens), self._to_device(cu), int(sorted_lengths[start]))
+                        # cu_seqlens stays on the host: the model groups by length there, without a device sync
+                        emb = model.embed_packed(self._to_device(tokens), self.torch.from_numpy(cu),
+                                                 int(sorted_lengths[start]))
                         computed = len(tokens)
                     else:
                         matrix, lens = gather_padded(flat, starts, lengths, rows, pad)
