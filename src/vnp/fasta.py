@@ -129,14 +129,18 @@ def _parse(path) -> Iterator[tuple[str, str]]:
         sequence = b"".join(body.split())  # drop line breaks, CR and any other blank space
         if not sequence:
             raise InputError(f"{path}: record '{record_id}' (#{number}) has an empty sequence")
-        bad = sequence.translate(None, IUPAC_NUCLEOTIDES)
-        if bad:
-            position = sequence.index(bad[:1]) + 1
-            raise InputError(
-                f"{path}: record '{record_id}' (#{number}) has {chr(bad[0])!r} at position {position}, "
-                "which is not an IUPAC nucleotide code"
-            )
+        if sequence.translate(None, IUPAC_NUCLEOTIDES):
+            _refuse_character(path, record_id, number, sequence)
         yield record_id, sequence.decode("ascii")
+
+
+def _refuse_character(path, record_id: str, number: int, sequence: bytes):
+    text = sequence.decode("utf-8", errors="replace")
+    position, char = next((i, c) for i, c in enumerate(text, start=1) if c.encode() not in IUPAC_NUCLEOTIDES)
+    raise InputError(
+        f"{path}: record '{record_id}' (#{number}) has {char!r} at position {position}, "
+        "which is not an IUPAC nucleotide code"
+    )
 
 
 class _SeenIds:

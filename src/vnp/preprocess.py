@@ -57,7 +57,7 @@ def output_names(path, chunk_size: int) -> tuple[str, str, str]:
 def preprocess_files(path, outdir, chunk_size: int) -> Composition:
     """`vnp preprocess`: write the chunked, nucleotide and protein files into `outdir`, all or nothing."""
     outdir = Path(outdir)
-    created = not outdir.exists()
+    created = [d for d in (outdir, *outdir.parents) if not d.exists()]  # deepest first
     composition = Composition()
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -70,9 +70,9 @@ def preprocess_files(path, outdir, chunk_size: int) -> Composition:
                 nucleotide.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.nucleotides)))
                 protein.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.proteins)))
     except BaseException as err:
-        if created:
+        for directory in created:
             with contextlib.suppress(OSError):
-                os.rmdir(outdir)  # only succeeds if nothing else was put there meanwhile
+                os.rmdir(directory)  # only succeeds if nothing else was put there meanwhile
         if isinstance(err, OSError):
             raise OutputDirError(f"{outdir}: cannot write output ({err.strerror or err})") from None
         raise

@@ -1,0 +1,69 @@
+"""`vnp preprocess` and `vnp consensus` through a real subprocess: outputs, one-line errors, exit codes."""
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vnp.cli")
+
+GOLDEN = Path(__file__).parent / "data" / "golden"
+
+
+def vnp(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "vnp", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_preprocess_writes_the_three_files_of_the_original(tmp_path):
+    source = GOLDEN / "generated/reads.fa"
+    gzipped = tmp_path / "reads.fa.gz"
+    gzipped.write_bytes(gzip.compress(source.read_bytes()))
+    done = vnp("preprocess", gzipped, "-o", tmp_path / "out", "-m", "300")
+    assert done.returncode == 0, done.stderr
+    for name in ("reads_chunked300.fa", "reads_identified_nucleotide.fa", "reads_identified_protein.faa"):
+        assert (tmp_path / "out" / name).read_bytes() == (source.parent / name).read_bytes()
+
+
+def test_consensus_writes_beside_its_input_or_where_told(tmp_path):
+    results = tmp_path / "prediction_results.txt"
+    results.write_bytes((GOLDEN / "generated/reads_prediction_results.txt").read_bytes())
+    expected = (GOLDEN / "generated/reads_prediction_results_highestscore.csv").read_bytes()
+
+    assert vnp("consensus", results).returncode == 0
+    assert (tmp_path / "prediction_results_highestscore.csv").read_bytes() == expected
+    assert vnp("consensus", results, "-o", tmp_path / "calls.tsv").returncode == 0
+    assert (tmp_path / "calls.tsv").read_bytes() == expected
+
+
+BAD_INPUTS = {  # name: (file content or None for a missing file, words the message must have)
+    "missing": (None, ["no such file"]),
+    "empty": (b"", ["empty file"]),
+    "not_fasta": (b"just some text\n", ["not FASTA"]),
+    "empty_sequence": (b">r1\nACGT\n>r2 empty\n>r3\nAC\n", ["'r2'", "empty sequence"]),
+    "duplicate": (b">r1\nACGT\n>r2\nAC\n>r1\nGG\n", ["'r1'", "duplicate", "#1 and #3"]),
+    "not_iupac": (b">r1\nACGT\n>r2\nACXGT\n", ["'r2'", "'X'", "position 3", "IUPAC"]),
+    "bad_gzip": (gzip.compress(b">r1\n" + b"ACGT" * 5000)[:60], ["gzip"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_one_line_nonzero_exit_nothing_left(tmp_path, case):
+    content, words = BAD_INPUTS[case]
+    source = tmp_path / "in.fa"
+    if content is not None:
+        source.write_bytes(content)
+    done = vnp("preprocess", source, "-o", tmp_path / "out", "-m", "500")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and all(word in lines[0] for word in words), done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_prediction_file_one_line_nonzero_exit_nothing_left(tmp_path):
+    (tmp_path / "prediction_results.txt").write_text("Sequence_ID\tPrediction\tscore1\tscore2\na\tvirus\tx\t1\n")
+    done = vnp("consensus", tmp_path / "prediction_results.txt")
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1 and "line 2" in done.stderr
+    assert not (tmp_path / "prediction_results_highestscore.csv").exists()

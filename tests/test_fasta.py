@@ -1,0 +1,158 @@
+"""FASTA reading: the formats the original accepts, read like Biopython reads them, and every bad input refused."""
+
+import contextlib
+import gzip
+import io
+from unittest import mock
+
+import pytest
+from Bio import SeqIO
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import vnp.fasta
+from vnp.errors import InputError
+from vnp.fasta import Composition, read_fasta, validate_fasta
+
+
+def write(tmp_path, text, name="in.fa"):
+    path = tmp_path / name
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def test_multiline_records_descriptions_lowercase_and_crlf(tmp_path):
+    path = write(tmp_path, ">r1 some description\r\nacgT\r\nNNac\r\n\r\n>r2\tx=1\nGG\n")
+    assert list(read_fasta(path)) == [("r1", "ACGTNNAC"), ("r2", "GG")]
+
+
+def test_keep_case_keeps_the_letters_as_written(tmp_path):
+    path = write(tmp_path, ">r1\nacgT\nNn\n")
+    assert list(read_fasta(path, keep_case=True)) == [("r1", "acgTNn")]
+
+
+def test_gzip_is_told_by_magic_bytes_not_by_name(tmp_path):
+    path = write(tmp_path, gzip.compress(b">r1\nACGT\n>r2\nTT"), name="reads.txt")
+    assert list(read_fasta(path)) == [("r1", "ACGT"), ("r2", "TT")]
+
+
+def test_leading_blank_lines_and_missing_final_newline(tmp_path):
+    path = write(tmp_path, "\n\n  \n>r1\nAC\nGT")
+    assert list(read_fasta(path)) == [("r1", "ACGT")]
+
+
+def test_validate_counts_reads_bases_and_chunks(tmp_path):
+    path = write(tmp_path, ">a\n" + "A" * 301 + "\n>b\n" + "C" * 300 + "\n")
+    assert validate_fasta(path, chunk_size=300) == Composition(reads=2, bases=601, chunks=3)
+    assert validate_fasta(path) == Composition(reads=2, bases=601)
+
+
+FASTA_RECORDS = st.lists(
+    st.tuples(
+        st.from_regex(r"[A-Za-z0-9_.|:-]{1,12}", fullmatch=True),
+        st.from_regex(r"( [ -~]{0,10})?", fullmatch=True),  # description
+        st.lists(st.text("ACGTNRYacgtn", min_size=1, max_size=70), min_size=1, max_size=4),  # lines
+    ),
+    min_size=1,
+    max_size=8,
+    unique_by=lambda record: record[0],
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=FASTA_RECORDS, block_bytes=st.sampled_from([1, 2, 3, 7, 64, 1 << 20]),
+       newline=st.sampled_from(["\n", "\r\n"]), gzipped=st.booleans())
+def test_reads_what_biopython_reads_at_any_block_size(tmp_path_factory, records, block_bytes, newline, gzipped):
+    text = "".join(f">{rid}{desc}{newline}" + "".join(line + newline for line in lines) for rid, desc, lines in records)
+    path = tmp_path_factory.mktemp("fa") / "x.fa"
+    path.write_bytes(gzip.compress(text.encode()) if gzipped else text.encode())
+    expected = [(r.id, str(r.seq).upper()) for r in SeqIO.parse(io.StringIO(text), "fasta")]
+    with mock.patch.object(vnp.fasta, "BLOCK_BYTES", block_bytes):
+        assert list(read_fasta(path)) == expected
+
+
+# --- bad input: one InputError naming the file, the record and the reason ---------------------------------
+
+def error_of(path, **patches):
+    with mock.patch.multiple(vnp.fasta, **patches) if patches else contextlib.nullcontext():
+        with pytest.raises(InputError) as caught:
+            list(read_fasta(path))
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_missing_file(tmp_path):
+    assert "no such file" in error_of(tmp_path / "absent.fa")
+
+
+def test_directory(tmp_path):
+    assert "directory" in error_of(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["", "\n \n"])
+def test_empty_file(tmp_path, text):
+    assert "empty file" in error_of(write(tmp_path, text))
+
+
+def test_empty_gzip_file(tmp_path):
+    assert "empty file" in error_of(write(tmp_path, gzip.compress(b"")))
+
+
+@pytest.mark.parametrize("text", ["ACGT\n>r1\nACGT\n", "@read1\nACGT\n+\nIIII\n", "\x00\x01binary"])
+def test_not_fasta(tmp_path, text):
+    assert "not FASTA" in error_of(write(tmp_path, text))
+
+
+def test_broken_gzip(tmp_path):
+    data = gzip.compress(b">r1\n" + b"ACGT" * 10000)
+    assert "gzip" in error_of(write(tmp_path, data[: len(data) // 2]))
+
+
+@pytest.mark.parametrize("text", [">r1\nACGT\n>r2\n>r3\nAC\n", ">r1\nACGT\n>r2\n", ">r1\nACGT\n>r2 desc\n\n\n"])
+def test_empty_sequence_names_the_record(tmp_path, text):
+    message = error_of(write(tmp_path, text))
+    assert "'r2'" in message and "empty sequence" in message
+
+
+def test_header_without_id(tmp_path):
+    message = error_of(write(tmp_path, ">r1\nACGT\n>\nACGT\n"))
+    assert "#2" in message and "no ID" in message
+
+
+@pytest.mark.parametrize("char", ["X", "*", "-", "1", "é"])
+def test_non_iupac_character_names_record_character_and_position(tmp_path, char):
+    message = error_of(write(tmp_path, f">r1\nACGT\n>bad one\nAC\nG{char}T\n"))
+    assert "'bad'" in message and "position 4" in message and "IUPAC" in message
+    assert repr(char) in message
+
+
+def test_duplicate_ids_next_to_each_other(tmp_path):
+    message = error_of(write(tmp_path, ">a\nAC\n>b x\nAC\n>b y\nGT\n"))
+    assert "duplicate record ID 'b'" in message and "#2 and #3" in message
+
+
+def test_duplicate_ids_far_apart_across_check_batches(tmp_path):
+    text = "".join(f">r{i}\nACGT\n" for i in range(50)) + ">r7\nAC\n"
+    message = error_of(write(tmp_path, text), CHECK_EVERY=4)
+    assert "duplicate record ID 'r7'" in message and "#8 and #51" in message
+
+
+def test_hash_collisions_are_confirmed_not_reported(tmp_path):
+    # Every ID hashes alike: each is looked up again in the file, and none is a duplicate.
+    text = "".join(f">r{i}\nACGT\n" for i in range(20))
+    with mock.patch.multiple(vnp.fasta, CHECK_EVERY=3, hash=lambda _: 7, create=True):
+        assert len(list(read_fasta(write(tmp_path, text)))) == 20
+        assert "#3 and #21" in error_of(write(tmp_path, text + ">r2\nAC\n"))
+
+
+def test_first_problem_wins_a_duplicate_before_a_bad_character(tmp_path):
+    message = error_of(write(tmp_path, ">a\nAC\n>a\nAC\n>c\nAXC\n"))
+    assert "duplicate" in message
+
+
+def test_records_before_the_problem_are_streamed(tmp_path):
+    records = read_fasta(write(tmp_path, ">a\nAC\n>b\nAXC\n"))
+    assert next(records) == ("a", "AC")
+    with pytest.raises(InputError, match="'b'"):
+        next(records)
