@@ -1,0 +1,104 @@
+"""DNABERT-S (the DNABERT-2 / MosaicBERT layout) for inference on packed sequences.
+
+Embeddings (word + token type 0, LayerNorm, no position embeddings), then post-LN layers: fused QKV,
+attention with the ALiBi bias ``-slope_h * |i - j|``, LN(dense(attn) + x); gated-GELU MLP
+LN(wo(gelu(G[:, :I]) * G[:, I:]) + x) with G = gated_layers(x) (no bias). The pooler is not used:
+VirNucPro takes the mean of the last hidden states over all tokens, [CLS] and [SEP] included.
+Parameter names are our own; ``weights.py`` maps the original ``bert.encoder.layer.N...`` names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vnp.models.attention import PackedLayout, PaddedLayout, alibi_slopes, attention
+
+PAD_ID = 3  # [PAD] of the DNABERT-S tokenizer
+
+
+@dataclass(frozen=True)
+class DNABERTConfig:
+    name: str
+    num_hidden_layers: int = 12
+    hidden_size: int = 768
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    vocab_size: int = 4096
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+DNABERT_CONFIGS = {c.name: c for c in (
+    # tiny keeps 12 heads so the tests exercise the published (non power of 2) ALiBi slopes
+    DNABERTConfig("tiny", num_hidden_layers=2, hidden_size=96, num_attention_heads=12, intermediate_size=192),
+    DNABERTConfig("dnabert-s"),
+)}
+
+
+class DNABERTLayer(nn.Module):
+    def __init__(self, config: DNABERTConfig, **factory):
+        super().__init__()
+        hidden, eps = config.hidden_size, config.layer_norm_eps
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.intermediate = config.intermediate_size
+        self.slopes = alibi_slopes(config.num_attention_heads)
+        self.Wqkv = nn.Linear(hidden, 3 * hidden, **factory)
+        self.attn_out = nn.Linear(hidden, hidden, **factory)
+        self.attn_norm = nn.LayerNorm(hidden, eps=eps, **factory)
+        self.gated_layers = nn.Linear(hidden, 2 * config.intermediate_size, bias=False, **factory)
+        self.wo = nn.Linear(config.intermediate_size, hidden, **factory)
+        self.mlp_norm = nn.LayerNorm(hidden, eps=eps, **factory)
+
+    def forward(self, x: torch.Tensor, layout, backend: str) -> torch.Tensor:
+        q, k, v = self.Wqkv(x).view(x.shape[0], 3, self.num_heads, self.head_dim).unbind(dim=1)
+        context = attention(q, k, v, layout, backend, scale=self.head_dim**-0.5, slopes=self.slopes)
+        x = self.attn_norm(self.attn_out(context.reshape(x.shape)) + x)
+        gated = self.gated_layers(x)
+        mixed = F.gelu(gated[:, : self.intermediate]) * gated[:, self.intermediate:]
+        return self.mlp_norm(self.wo(mixed) + x)
+
+
+class DNABERT(nn.Module):
+    """DNABERT-S encoder. ``attention``: "math" or "sdpa" (default); "varlen" runs as "sdpa" (ALiBi)."""
+
+    pad_id = PAD_ID
+
+    def __init__(self, config: DNABERTConfig, *, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.config = config
+        self.attention = "sdpa"
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, **factory)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size, **factory)
+        self.embed_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, **factory)
+        self.layers = nn.ModuleList(DNABERTLayer(config, **factory) for _ in range(config.num_hidden_layers))
+
+    def _encode(self, ids: torch.Tensor, layout) -> torch.Tensor:
+        x = self.embed_norm(self.word_embeddings(ids) + self.token_type_embeddings.weight[0])
+        for layer in self.layers:
+            x = layer(x, layout, self.attention)
+        return x
+
+    def forward(self, ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """Packed ids [T] -> last hidden states [T, H]."""
+        return self._encode(ids, PackedLayout(cu_seqlens, max_seqlen, ids.device))
+
+    @torch.inference_mode()
+    def embed_packed(self, ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """Float32 [B, H]: per sequence, the mean over all its tokens, [CLS] and [SEP] included."""
+        layout = PackedLayout(cu_seqlens, max_seqlen, ids.device)
+        return layout.mean(self._encode(ids, layout), skip_ends=False)
+
+    @torch.inference_mode()
+    def embed_padded(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The same embeddings from a padded [B, L] batch; every GEMM also runs on the padding."""
+        layout = PaddedLayout(lengths, ids.shape[1], ids.device)
+        return layout.mean(self._encode(ids.reshape(-1), layout), skip_ends=False)

@@ -1,0 +1,154 @@
+"""ESM-2 (fair-esm ``esm.model.esm2.ESM2``) for inference on packed sequences.
+
+The same computation as fair-esm, token for token: pre-LN layers, q scaled before rotary, rotary
+positions counted from each sequence's BOS, softmax in float32, the token-dropout scale 0.88, the final
+``emb_layer_norm_after``. Parameter names are fair-esm's (after its ``encoder.`` prefix), so a fair-esm
+state dict loads as is; the LM and contact heads are left out (inference needs neither).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vnp.models.attention import PackedLayout, PaddedLayout, attention
+
+# fair-esm's token dropout at inference: embeddings * (1 - 0.15 * 0.8) / (1 - share of <mask> tokens).
+# esm_encode never emits <mask>, so the share is 0 and the factor a constant.
+TOKEN_DROPOUT_SCALE = 1 - 0.15 * 0.8
+PAD_ID = 1
+
+
+@dataclass(frozen=True)
+class ESM2Config:
+    name: str
+    num_layers: int
+    embed_dim: int
+    num_heads: int
+    vocab_size: int = 33
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def ffn_dim(self) -> int:
+        return 4 * self.embed_dim
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+
+ESM2_CONFIGS = {c.name: c for c in (
+    ESM2Config("tiny", num_layers=2, embed_dim=64, num_heads=4),
+    ESM2Config("t6_8M", num_layers=6, embed_dim=320, num_heads=20),
+    ESM2Config("t12_35M", num_layers=12, embed_dim=480, num_heads=20),
+    ESM2Config("t30_150M", num_layers=30, embed_dim=640, num_heads=20),
+    ESM2Config("t33_650M", num_layers=33, embed_dim=1280, num_heads=20),
+    ESM2Config("t36_3B", num_layers=36, embed_dim=2560, num_heads=40),
+)}
+
+
+class RotaryEmbedding(nn.Module):
+    """Non-interleaved (rotate-half) rotary embedding; cos/sin and the rotation in float32."""
+
+    def __init__(self, head_dim: int, device=None):
+        super().__init__()
+        # Loaded from the checkpoint when present: the published values carry fp16 rounding.
+        self.register_buffer("inv_freq", torch.empty(head_dim // 2, dtype=torch.float32, device=device))
+        self.reset_buffers()
+
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        dim = 2 * self.inv_freq.numel()
+        exponent = torch.arange(0, dim, 2, dtype=torch.float32, device=self.inv_freq.device) / dim
+        self.inv_freq.copy_(1.0 / (10000**exponent))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
+        freqs = positions[:, None].to(torch.float32) * self.inv_freq.to(torch.float32)[None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # [N, 1, D]
+        cos, sin = angles.cos(), angles.sin()
+
+        def rotate(x: torch.Tensor) -> torch.Tensor:
+            x32 = x.to(torch.float32)
+            first, second = x32.chunk(2, dim=-1)
+            return (x32 * cos + torch.cat((-second, first), dim=-1) * sin).to(x.dtype)
+
+        return rotate(q), rotate(k)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ESM2Config, **factory):
+        super().__init__()
+        dim = config.embed_dim
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.q_proj = nn.Linear(dim, dim, **factory)
+        self.k_proj = nn.Linear(dim, dim, **factory)
+        self.v_proj = nn.Linear(dim, dim, **factory)
+        self.out_proj = nn.Linear(dim, dim, **factory)
+        self.rot_emb = RotaryEmbedding(self.head_dim, device=factory.get("device"))
+
+    def forward(self, x: torch.Tensor, layout, backend: str) -> torch.Tensor:
+        shape = (x.shape[0], self.num_heads, self.head_dim)
+        q = (self.q_proj(x) * self.scaling).view(shape)  # fair-esm scales q before rotary
+        k = self.k_proj(x).view(shape)
+        v = self.v_proj(x).view(shape)
+        q, k = self.rot_emb(q, k, layout.positions)
+        out = attention(q, k, v, layout, backend, scale=1.0)
+        return self.out_proj(out.reshape(x.shape))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-LN: x + attn(LN(x)), then x + fc2(gelu(fc1(LN(x))))."""
+
+    def __init__(self, config: ESM2Config, **factory):
+        super().__init__()
+        dim, eps = config.embed_dim, config.layer_norm_eps
+        self.self_attn = SelfAttention(config, **factory)
+        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=eps, **factory)
+        self.fc1 = nn.Linear(dim, config.ffn_dim, **factory)
+        self.fc2 = nn.Linear(config.ffn_dim, dim, **factory)
+        self.final_layer_norm = nn.LayerNorm(dim, eps=eps, **factory)
+
+    def forward(self, x: torch.Tensor, layout, backend: str) -> torch.Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), layout, backend)
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class ESM2(nn.Module):
+    """ESM-2 encoder. ``attention`` picks the backend: "math", "sdpa" (default) or "varlen"."""
+
+    pad_id = PAD_ID
+
+    def __init__(self, config: ESM2Config, *, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.config = config
+        self.attention = "sdpa"
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=PAD_ID, **factory)
+        self.layers = nn.ModuleList(TransformerLayer(config, **factory) for _ in range(config.num_layers))
+        self.emb_layer_norm_after = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps, **factory)
+
+    def _encode(self, tokens: torch.Tensor, layout) -> torch.Tensor:
+        x = self.embed_tokens(tokens) * TOKEN_DROPOUT_SCALE
+        for layer in self.layers:
+            x = layer(x, layout, self.attention)
+        return self.emb_layer_norm_after(x)
+
+    def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """Packed tokens [T] -> last-layer representations [T, E] (fair-esm ``representations[num_layers]``)."""
+        return self._encode(tokens, PackedLayout(cu_seqlens, max_seqlen, tokens.device))
+
+    @torch.inference_mode()
+    def embed_packed(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+        """Float32 [B, E]: per sequence, the mean over its residues (BOS and EOS left out)."""
+        layout = PackedLayout(cu_seqlens, max_seqlen, tokens.device)
+        return layout.mean(self._encode(tokens, layout), skip_ends=True)
+
+    @torch.inference_mode()
+    def embed_padded(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The same embeddings from a padded [B, L] batch; every GEMM also runs on the padding."""
+        layout = PaddedLayout(lengths, tokens.shape[1], tokens.device)
+        return layout.mean(self._encode(tokens.reshape(-1), layout), skip_ends=True)
