@@ -395,15 +395,3 @@ def test_composition_file_accepts_bare_nested_and_run_json(tmp_path):
     path.write_text(json.dumps({"nothing": 1}))
     with pytest.raises(ValueError):
         P.read_composition_file(path)
-
-
-def test_scan_fasta_counts_the_pipelines_work(tmp_path):
-    preprocess = pytest.importorskip("vnp.preprocess")
-    fasta = tmp_path / "reads.fa"
-    # a 150-nt read whose forward frames are stop-free, and a read of stops only
-    fasta.write_text(">open\n" + "GCT" * 50 + "\n>closed\n" + "TAA" * 50 + "\n")
-    counts, _ = P.scan_fasta(fasta, chunk_size=300)
-    frames = [p for batch in preprocess.iter_frame_batches(str(fasta), 300) for p in batch.proteins]
-    assert counts["reads"] == 2 and counts["bases"] == 300
-    assert counts["frames"] == len(frames)
-    assert counts["esm_tokens"] == sum(len(p) + 2 for p in frames)

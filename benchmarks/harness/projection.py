@@ -30,8 +30,6 @@ DEFAULT_TARGET_HOURS = 10.0
 FULL_SAMPLE_READS = 6_000_000
 STARTUP = "startup"
 WORK_UNITS = ("reads", "bases", "chunks", "chunks_with_frame", "frames", "dnabert_tokens", "esm_tokens")
-# DNABERT-S BPE yields about 0.206 tokens per base plus [CLS]/[SEP] (spec/models.md B3: 300 bp -> ~64).
-DNABERT_TOKENS_PER_BASE = 0.206
 
 # (substring of the lower-cased stage name, work unit, runs once per GPU worker). The first rule that
 # matches wins; the names cover vnp's stages (docs/run-record.md) and the fork's pipeline_state.json ones.
@@ -226,34 +224,6 @@ def complete_composition(
             completed[unit] = completed["reads"] * sum(u for u, _ in pairs) / sum(r for _, r in pairs)
             estimated.append(unit)
     return completed, estimated
-
-
-def scan_fasta(path: str | Path, chunk_size: int = 500) -> tuple[dict[str, float], list[str]]:
-    """Count a FASTA's work units in one pass without any model: reads, bases, chunks, frames, tokens.
-
-    Uses the pipeline's own preprocessing (``vnp.preprocess``), so the counts are the pipeline's. DNABERT
-    tokens come from the pipeline's tokenizer when it can be loaded, else from 0.206 tokens per base + 2
-    (returned in the list of estimated units).
-    """
-    from vnp.preprocess import Composition, iter_frame_batches  # the pipeline's, imported only when scanning
-
-    try:
-        from vnp.models.tokenizers import dnabert_encode, load_dnabert_tokenizer
-
-        tokenizer = load_dnabert_tokenizer(None)
-    except Exception:  # absent module or tokenizer: estimate instead, and say so
-        tokenizer = None
-    counts = Composition()
-    esm_tokens = dnabert_tokens = 0
-    for batch in iter_frame_batches(str(path), chunk_size, composition=counts):
-        esm_tokens += sum(len(protein) + 2 for protein in batch.proteins)
-        if tokenizer is not None:
-            dnabert_tokens += sum(len(ids) for ids in dnabert_encode(tokenizer, list(batch.nucleotides)))
-        else:
-            dnabert_tokens += sum(DNABERT_TOKENS_PER_BASE * len(nt) + 2 for nt in batch.nucleotides)
-    composition = {unit: float(getattr(counts, unit)) for unit in WORK_UNITS if hasattr(counts, unit)}
-    composition.update(esm_tokens=float(esm_tokens), dnabert_tokens=float(round(dnabert_tokens)))
-    return composition, ([] if tokenizer is not None else ["dnabert_tokens"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -620,3 +590,61 @@ def projected_hours(
         return math.nan
     composition, _ = complete_composition(composition, [obs.composition for obs in observations])
     return fit_cost_model(observations).total_seconds(composition, gpus) / 3600.0
+
+
+def project_results(
+    observations: Iterable[Observation],
+    composition: Mapping[str, float] | None = None,
+    source: str = "",
+    gpu_counts: Iterable[int] = GPU_COUNTS,
+    target_hours: float = DEFAULT_TARGET_HOURS,
+    variant: str = "all",
+    check: tuple[str, str] = ("typical", "large"),
+) -> list[dict]:
+    """Project every group (machine, commit, target, scale) of one variant onto a sample.
+
+    ``composition`` is the sample's (units it lacks are estimated from each group's runs); without one,
+    a sample of FULL_SAMPLE_READS reads with the measured runs' per-read ratios. Each entry is
+    ``project_group``'s dict plus ``composition``: the completed composition, its source and the
+    estimated units.
+    """
+    gpu_counts = tuple(gpu_counts)
+    groups = group_observations(obs for obs in observations if obs.variant == variant)
+    results = []
+    for _, group in sorted(groups.items()):
+        wanted = dict(composition) if composition else {"reads": float(FULL_SAMPLE_READS)}
+        origin = source if composition else f"{FULL_SAMPLE_READS:,} reads at the measured runs' per-read ratios" + (
+            f"; {source}" if source else ""
+        )
+        filled, estimated = complete_composition(wanted, [obs.composition for obs in group])
+        entry = project_group(group, filled, gpu_counts, target_hours, check)
+        entry["composition"] = {"composition": filled, "source": origin, "estimated": estimated}
+        results.append(entry)
+    return results
+
+
+def sample_composition(
+    composition_file: str | Path | None = None,
+    sample: str | Path | None = None,
+    chunk_size: int = 300,
+    datasets_file: str | Path | None = None,
+    dataset: str = "full",
+) -> tuple[dict[str, float] | None, str]:
+    """The sample to project, and where it came from: a composition file, a scan of a FASTA, or a dataset.
+
+    None (with the reason as source) when none of them gives one; ``project_results`` then falls back
+    to FULL_SAMPLE_READS reads.
+    """
+    if composition_file:
+        return read_composition_file(composition_file), str(composition_file)
+    if sample:
+        from benchmarks.harness.datasets import count_composition  # the pipeline's own preprocessing
+
+        counts = count_composition(Path(sample), chunk_size)
+        estimated = " (DNABERT tokens estimated from bases)" if counts.get("dnabert_tokens_estimated") else ""
+        return composition_of(counts), f"scan of {sample} at chunk size {chunk_size}{estimated}"
+    if datasets_file:
+        found = read_datasets(datasets_file).get(dataset)
+        if found:
+            return found, f"{datasets_file}: {dataset}"
+    return None, f"no '{dataset}' dataset definition"

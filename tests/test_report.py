@@ -1,0 +1,242 @@
+"""scripts/project.py and scripts/report.py on synthetic results trees built in a tmp dir."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from test_projection import GIB, T0, TRUTH, composition, synthetic_record, true_total
+
+from benchmarks.harness import reporting as R
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+COMMITS = {"cccc2222dddd3333": 1_700_000_000_000, "aaaa1111bbbb2222": 1_710_000_000_000}  # newer date, older name
+SLOWDOWN = {"cccc2222dddd3333": 1.0, "aaaa1111bbbb2222": 1.2}  # the newer commit regressed by 20%
+VARIANT_FACTORS = {"baseline": 3.0, "sdpa": 2.5, "bf16": 1.5, "packing": 2.0, "persistent": 2.8, "all": 1.0}
+PEAK_PER_TOKEN = {"baseline": 4000, "sdpa": 3000, "bf16": 2000, "packing": 4000, "persistent": 4000, "all": 1000}
+STATIC = 8 * GIB
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_json(path, document):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+
+
+def build_tree(root, samples=True, scale="gpu"):
+    """Records for two commits (typical + large on 1 and 2 GPUs, two repeats, six variants) and asv results."""
+    gib_bytes = STATIC if samples else 0
+    for n, (commit, date) in enumerate(COMMITS.items()):
+        folder = root / "records" / "m1" / commit[:8]
+        start = T0 + 10_000 * n
+        for dataset, reads in (("typical", 1000), ("large", 10000)):
+            for gpus in (1, 2):
+                for repeat, spread in enumerate((1.0, 1.1)):
+                    record = synthetic_record(
+                        dataset, reads, gpus, repeat, spread * SLOWDOWN[commit], commit=commit, scale=scale,
+                        samples=samples, start=start, static_bytes=gib_bytes, peak_per_token=1000 if samples else 0,
+                    )
+                    write_json(folder / f"end_to_end-{dataset}-{gpus}gpu-all-r{repeat}.json", record)
+        for variant, factor in VARIANT_FACTORS.items():
+            record = synthetic_record(
+                "typical", 1000, 1, 0, factor * SLOWDOWN[commit], variant=variant, commit=commit, suite="variants",
+                scale=scale, samples=samples, start=start, static_bytes=gib_bytes,
+                peak_per_token=PEAK_PER_TOKEN[variant] if samples else 0,
+            )
+            write_json(folder / f"variants-typical-1gpu-{variant}-r0.json", record)
+        write_json(
+            root / "m1" / f"{commit[:8]}-existing.json",
+            {"commit_hash": commit, "env_name": "existing", "date": date, "params": {"machine": "m1"},
+             "python": "3.12", "requirements": {}, "env_vars": {}, "result_columns": ["result", "params", "version"],
+             "results": {"end_to_end.EndToEnd.track_projected_hours": [[5.0 + n, 2.0], [["1", "4"]], "v1"]},
+             "durations": {}, "version": 2},
+        )
+    write_json(root / "m1" / "machine.json", {"machine": "m1", "version": 1})
+    write_json(
+        root / "benchmarks.json",
+        {"version": 2, "end_to_end.EndToEnd.track_projected_hours": {
+            "name": "end_to_end.EndToEnd.track_projected_hours", "params": [["1", "4"]], "param_names": ["gpus"],
+            "type": "track", "unit": "hours", "version": "v1"}},
+    )
+    write_json(root / "datasets.json", {"datasets": {"full": {"reads": 6_000_000, "composition": composition(6_000_000)}}})
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return build_tree(tmp_path / "results")
+
+
+def run_project(tree, *extra):
+    return load_script("project").main(["--results", str(tree), "--datasets-file", str(tree / "datasets.json"), *extra])
+
+
+def run_report(tree, out, *extra):
+    return load_script("report").main(
+        ["--results", str(tree), "--datasets-file", str(tree / "datasets.json"), "--out", str(out), *extra]
+    )
+
+
+# --- project.py ---------------------------------------------------------------------------------------
+
+
+def test_project_json_schema_and_numbers(tree, tmp_path, capsys):
+    out = tmp_path / "projection.json"
+    assert run_project(tree, "--json", str(out)) == 0
+    document = json.loads(out.read_text())
+    assert document["schema"] == "vnp-projection/1" and document["gpu_counts"] == [1, 2, 4, 8]
+    assert [g["commit"] for g in document["groups"]] == ["cccc2222", "aaaa1111"]  # by asv's commit date
+    group = document["groups"][-1]
+    assert {"machine", "commit", "target", "scale", "variant", "date", "fit", "projection", "check", "composition"} <= set(group)
+    assert set(group["fit"]["stages"]) == {*TRUTH, "startup"}
+    # eight end_to_end runs plus the variants suite's `all` run
+    assert group["fit"]["measured_gpus"] == [1, 2] and group["fit"]["runs"] == 9
+    rows = group["projection"]["rows"]
+    assert [r["gpus"] for r in rows] == [1, 2, 4, 8]
+    assert [r["extrapolated"] for r in rows] == [False, False, True, True]
+    for row in rows:
+        assert {"stages", "total_hours", "low_hours", "high_hours", "meets_target", "meets_target_at_high",
+                "max_reads_within_target", "speedup", "scaling_efficiency"} <= set(row)
+        assert row["low_hours"] <= row["total_hours"] <= row["high_hours"]
+    # the repeats are 1.0x and 1.1x the truth, times the commit's slowdown
+    full = composition(6_000_000)
+    assert rows[0]["low_hours"] == pytest.approx(1.2 * true_total(full, 1) / 3600, rel=1e-6)
+    assert rows[0]["high_hours"] == pytest.approx(1.2 * 1.1 * true_total(full, 1) / 3600, rel=1e-6)
+    assert group["composition"]["estimated"] == [] and "datasets.json" in group["composition"]["source"]
+    assert group["check"]["available"]
+    printed = capsys.readouterr().out
+    assert "| **total** |" in printed and "Across commits on m1" in printed
+
+
+def test_project_fills_a_reads_only_composition_and_flags_it(tree, tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"reads": 3_000_000}))
+    out = tmp_path / "p.json"
+    assert run_project(tree, "--composition", str(tmp_path / "c.json"), "--json", str(out), "--quiet") == 0
+    comp = json.loads(out.read_text())["groups"][0]["composition"]
+    assert comp["composition"]["esm_tokens"] == pytest.approx(composition(3_000_000)["esm_tokens"])
+    assert "esm_tokens" in comp["estimated"]
+
+
+def test_project_scans_a_users_fasta(tree, tmp_path):
+    pytest.importorskip("benchmarks.harness.datasets")
+    fasta = tmp_path / "reads.fa"
+    fasta.write_text(">open\n" + "GCT" * 50 + "\n>closed\n" + "TAA" * 50 + "\n")
+    out = tmp_path / "p.json"
+    assert run_project(tree, "--sample", str(fasta), "--json", str(out), "--quiet") == 0
+    comp = json.loads(out.read_text())["groups"][0]["composition"]
+    assert comp["composition"]["reads"] == 2 and comp["composition"]["bases"] == 300
+    assert "scan of" in comp["source"]
+
+
+def test_project_errors_are_one_line(tmp_path, capsys):
+    assert run_project(tmp_path / "nowhere") == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    tree = build_tree(tmp_path / "results")
+    assert run_project(tree, "--variant", "turbo") == 2
+    assert "variants found: all, baseline" in capsys.readouterr().err
+
+
+def test_project_warns_when_the_check_is_off(tmp_path, capsys):
+    tree = tmp_path / "results"
+    heavy = {stage: (60.0, rate, p) for stage, (_, rate, p) in TRUTH.items()}  # big fixed costs: proportional fails
+    for dataset, reads in (("typical", 1000), ("large", 10000)):
+        write_json(tree / "records" / "m1" / "abcdef12" / f"e-{dataset}.json", synthetic_record(dataset, reads, 1, truth=heavy))
+    assert run_project(tree, "--quiet") == 0
+    assert "warning" in capsys.readouterr().err
+
+
+# --- report.py ----------------------------------------------------------------------------------------
+
+
+def test_report_renders_markdown_json_and_real_pngs(tree, tmp_path):
+    out = tmp_path / "report"
+    assert run_report(tree, out) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema"] == "vnp-report/1" and report["commit"] == "aaaa1111"  # the newest by asv's date
+    assert set(report["plots"]) == {"projection", "stages", "memory_timeline", "scaling", "variants", "history"}
+    for name in report["plots"].values():
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+    markdown = (out / "report.md").read_text()
+    for heading in ("## The answer", "## Bottleneck", "## Stage breakdown", "## GPU memory over time",
+                    "## Peak GPU memory per stage", "## Optimisations (variants)", "## Scaling", "## Throughput",
+                    "## GPU utilisation", "## Token budget per card", "## History"):
+        assert heading in markdown
+    for name in report["plots"].values():
+        assert f"]({name})" in markdown
+    assert "no GPU samples" not in markdown
+
+
+def test_report_variant_speedups_and_memory_against_baseline(tree, tmp_path):
+    out = tmp_path / "report"
+    run_report(tree, out)
+    rows = {r["variant"]: r for r in json.loads((out / "report.json").read_text())["variants"]["rows"]}
+    assert list(rows) == list(VARIANT_FACTORS)
+    for variant, factor in VARIANT_FACTORS.items():
+        assert rows[variant]["speedup"] == pytest.approx(VARIANT_FACTORS["baseline"] / factor, rel=1e-6)
+        delta = (PEAK_PER_TOKEN[variant] - PEAK_PER_TOKEN["baseline"]) * 16384
+        assert rows[variant]["memory_delta_bytes"] == pytest.approx(delta)
+
+
+def test_report_token_budget_from_measured_memory_per_token(tree, tmp_path):
+    out = tmp_path / "report"
+    run_report(tree, out)
+    budget = json.loads((out / "report.json").read_text())["token_budget"]["stages"]["esm2"]
+    assert budget["bytes_per_token"] == pytest.approx(1000) and budget["static_bytes"] == pytest.approx(STATIC)
+    expected = int((80 * GIB * 0.9 - STATIC) / 1000 // 1024 * 1024)
+    assert budget["budget_by_card_gb"]["80"] == expected
+
+
+def test_report_scaling_history_and_bottleneck_follow_the_numbers(tree, tmp_path):
+    out = tmp_path / "report"
+    run_report(tree, out)
+    report = json.loads((out / "report.json").read_text())
+    scaling = {r["gpus"]: r for r in report["scaling"]["rows"]}
+    assert scaling[2]["ideal_speedup"] == 2 and 1 < scaling[2]["speedup"] < 2
+    history = report["history"]["rows"]
+    assert [r["commit"] for r in history] == ["cccc2222", "aaaa1111"]
+    gpus = str(report["history"]["gpus"])
+    assert history[1]["hours"][gpus] == pytest.approx(1.2 * history[0]["hours"][gpus], rel=1e-6)
+    assert history[1]["asv_tracked"] == {"end_to_end.EndToEnd.track_projected_hours(1)": 6.0,
+                                         "end_to_end.EndToEnd.track_projected_hours(4)": 2.0}
+    bottleneck = report["bottleneck"]
+    row = next(r for r in report["projection"]["projection"]["rows"] if r["gpus"] == bottleneck["gpus"])
+    assert bottleneck["stage"] == max(row["stages"], key=lambda s: row["stages"][s]["hours"])
+    assert bottleneck["findings"][0].startswith(f"`{bottleneck['stage']}` dominates")
+
+
+def test_report_on_cpu_results_says_what_is_missing(tmp_path):
+    tree = build_tree(tmp_path / "results", samples=False, scale="ci")
+    out = tmp_path / "report"
+    assert run_report(tree, out) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["memory_timeline"]["note"] == "no GPU samples"
+    assert report["utilisation"]["note"] == "no GPU samples"
+    assert "CPU" in report["peak_memory"]["note"] and report["token_budget"]["stages"] == {}
+    assert "memory_timeline" not in report["plots"] and "projection" in report["plots"]
+    markdown = (out / "report.md").read_text()
+    assert "no GPU samples" in markdown and "`ci` scale" in markdown
+
+
+def test_report_with_a_single_run(tmp_path):
+    tree = tmp_path / "results"
+    write_json(tree / "records" / "m1" / "abcdef12" / "e.json", synthetic_record())
+    out = tmp_path / "report"
+    assert run_report(tree, out) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "one GPU count" in report["scaling"]["note"] and report["variants"]["note"] == "only one variant measured"
+    assert not report["projection"]["check"]["available"]
+    assert "proportional" in (out / "report.md").read_text()
+
+
+def test_formatting_helpers():
+    assert R.fmt_count(6_000_000) == "6 M" and R.fmt_count(1234) == "1,234"
+    assert R.fmt_bytes(8 * GIB) == "8.00 GiB" and R.fmt_bytes(None) == "n/a"
+    assert R.markdown_table(["a", "b"], [[1, 2]]).splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |"]
