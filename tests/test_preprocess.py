@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from benchmarks.harness import original
 from vnp.errors import InputError, OutputDirError
-from vnp.preprocess import Composition, iter_frame_batches, output_names, preprocess_files
+from vnp.preprocess import Composition, chunk_and_translate, iter_frame_batches, output_names, preprocess_files
 
 
 def random_fasta(path, seed, count, chunk_size):
@@ -38,6 +38,14 @@ def test_frames_and_counts_agree_with_the_original(tmp_path_factory, seed, chunk
     assert composition == Composition(
         reads=len(records), bases=sum(len(s) for _, s in records), chunks=len(chunks),
         chunks_with_frame=len({frame_id[:-2] for frame_id, _, _ in frames}), frames=len(frames))
+
+
+def test_in_memory_kernel_gives_chunks_as_written_and_their_frames():
+    records = [("a", "atgAAACCC" * 40), ("b", "CCCN")]
+    batches = list(chunk_and_translate(records, 300, batch_reads=1))
+    chunks, frames = original.chunk_and_translate(records, 300)
+    assert [chunk for batch_chunks, _ in batches for chunk in batch_chunks] == chunks
+    assert [f for _, b in batches for f in zip(b.ids, b.nucleotides, b.proteins)] == frames
 
 
 def test_batches_follow_batch_reads(tmp_path):

@@ -30,6 +30,8 @@ def chunk_bounds(length: int, chunk_size: int) -> list[tuple[int, int]]:
 
 def chunk_record(record_id: str, seq: str, chunk_size: int) -> list[tuple[str, str]]:
     """(f"{record_id}_chunk_{k+1}", chunk) for every chunk of one record, in order."""
+    if 0 < len(seq) <= chunk_size:  # the common case of short reads, without the general machinery
+        return [(f"{record_id}_chunk_1", seq)]
     return [
         (f"{record_id}_chunk_{k}", seq[start:end])
         for k, (start, end) in enumerate(chunk_bounds(len(seq), chunk_size), start=1)

@@ -171,7 +171,8 @@ class _SeenIds:
             earlier = self._find_earlier(ids[index], hashes[index])
             if earlier is not None:
                 self._duplicate(ids[index], earlier, first_number + index)
-        self._insert(np.unique(hashes))
+        hashes.sort()
+        self._insert(hashes)
         self.count += len(ids)
 
     def _contains(self, hashes: np.ndarray) -> np.ndarray:
@@ -184,8 +185,9 @@ class _SeenIds:
     def _insert(self, sorted_hashes: np.ndarray) -> None:
         self.blocks.append(sorted_hashes)
         while len(self.blocks) > 1 and self.blocks[-2].size <= 2 * self.blocks[-1].size:
-            newer = self.blocks.pop()
-            self.blocks[-1] = np.union1d(self.blocks[-1], newer)
+            merged = np.concatenate([self.blocks.pop(), self.blocks.pop()])
+            merged.sort()  # in place: the only copy made is `merged` itself
+            self.blocks.append(merged)
 
     def _find_earlier(self, record_id: str, record_hash) -> int | None:
         """Number of an earlier record with exactly this ID, by re-reading the records already counted."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from vnp.errors import OutputDirError
 from vnp.fasta import Composition, read_fasta
 from vnp.translate import kept_frames
 
-__all__ = ["Composition", "FrameBatch", "iter_frame_batches", "output_names", "preprocess_files"]
+__all__ = ["Composition", "FrameBatch", "chunk_and_translate", "iter_frame_batches", "output_names", "preprocess_files"]
 
 FASTA_LINE_WIDTH = 60  # Biopython's FASTA writer, which the original's chunk file comes from
 
@@ -37,6 +37,27 @@ class FrameBatch:
         return len(self.ids)
 
 
+def chunk_and_translate(
+    records: Iterable[tuple[str, str]], chunk_size: int, composition: Composition | None = None,
+    batch_reads: int = 4096,
+) -> Iterator[tuple[list[tuple[str, str]], FrameBatch]]:
+    """(chunks, their kept frames) per batch of about batch_reads chunks, from (ID, sequence) records.
+
+    The in-memory kernel under `iter_frame_batches` and `preprocess_files`; counts into `composition`.
+    """
+    composition = composition if composition is not None else Composition()
+    chunks: list[tuple[str, str]] = []
+    for record_id, sequence in records:
+        composition.reads += 1
+        composition.bases += len(sequence)
+        chunks.extend(chunk_record(record_id, sequence, chunk_size))
+        if len(chunks) >= batch_reads:
+            yield chunks, _translate(chunks, composition)
+            chunks = []
+    if chunks:
+        yield chunks, _translate(chunks, composition)
+
+
 def iter_frame_batches(
     path, chunk_size: int, composition: Composition | None = None, batch_reads: int = 4096
 ) -> Iterator[FrameBatch]:
@@ -44,7 +65,7 @@ def iter_frame_batches(
 
     Updates `composition` in place if given. Raises `InputError` on bad input (see `vnp.fasta.read_fasta`).
     """
-    for _, frames in _chunks_and_frames(path, chunk_size, composition, batch_reads):
+    for _, frames in chunk_and_translate(read_fasta(path, keep_case=True), chunk_size, composition, batch_reads):
         yield frames
 
 
@@ -65,7 +86,8 @@ def preprocess_files(path, outdir, chunk_size: int) -> Composition:
             chunked, nucleotide, protein = (
                 files.enter_context(atomic_write(outdir / name)) for name in output_names(path, chunk_size)
             )
-            for chunks, frames in _chunks_and_frames(path, chunk_size, composition):
+            records = read_fasta(path, keep_case=True)  # the chunk file keeps the letters as written
+            for chunks, frames in chunk_and_translate(records, chunk_size, composition):
                 chunked.write("".join(_wrapped_record(chunk_id, seq) for chunk_id, seq in chunks))
                 nucleotide.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.nucleotides)))
                 protein.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.proteins)))
@@ -77,23 +99,6 @@ def preprocess_files(path, outdir, chunk_size: int) -> Composition:
             raise OutputDirError(f"{outdir}: cannot write output ({err.strerror or err})") from None
         raise
     return composition
-
-
-def _chunks_and_frames(
-    path, chunk_size: int, composition: Composition | None, batch_reads: int = 4096
-) -> Iterator[tuple[list[tuple[str, str]], FrameBatch]]:
-    """(chunks as written, their kept frames) per batch of about batch_reads chunks."""
-    composition = composition if composition is not None else Composition()
-    chunks: list[tuple[str, str]] = []
-    for record_id, sequence in read_fasta(path, keep_case=True):  # case kept for the chunk file
-        composition.reads += 1
-        composition.bases += len(sequence)
-        chunks.extend(chunk_record(record_id, sequence, chunk_size))
-        if len(chunks) >= batch_reads:
-            yield chunks, _translate(chunks, composition)
-            chunks = []
-    if chunks:
-        yield chunks, _translate(chunks, composition)
 
 
 def _translate(chunks: list[tuple[str, str]], composition: Composition) -> FrameBatch:

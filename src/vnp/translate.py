@@ -5,10 +5,11 @@ codons count; the reverse strand complements A/T and C/G only, keeping other let
 frame is kept iff its translation is non-empty and has no stop anywhere; its nucleotide record is the
 strand from the frame offset, 3*len(protein)+1 bases long, clipped at the end. Order: F1 F2 F3 R1 R2 R3.
 
-How: the chunks of a batch go into one byte buffer, upper-cased and complemented by 256-entry tables and
-viewed as a padded [chunks, width] matrix per strand; each frame is a reshape to [chunks, codons, 3], and
-one table lookup turns codon indices into amino-acid bytes (0 for a skipped codon). Python only runs per
-kept frame, to cut the output strings.
+How: a batch's sequences go into one byte buffer, forward strands then reverse complements (upper-cased
+and complemented by 256-entry tables). One table lookup gives the amino acid of the codon starting at
+every position (0 for a skipped or incomplete codon); a frame is every third position of its sequence,
+so running sums per phase count its residues and stops in O(1) each. Only the kept frames' codons are
+gathered into proteins; Python runs once per kept frame, to cut the output strings.
 """
 
 from __future__ import annotations
@@ -16,25 +17,24 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 SUFFIXES = ("F1", "F2", "F3", "R1", "R2", "R3")
 _BASES = b"TCAG"
 _AMINO_ACIDS = b"FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"  # NCBI table 1, TCAG order
 _STOP = ord("*")
-_SKIP = 64  # base code of anything but ACGT: pushes the codon index past the 64 real codons
+_SKIP = 4  # base code of anything but ACGT
 
 _UPPER = np.arange(256, dtype=np.uint8)
 _UPPER[ord("a") : ord("z") + 1] -= 32
 _COMPLEMENT = np.arange(256, dtype=np.uint8)
 for _a, _b in (b"AT", b"TA", b"CG", b"GC"):
     _COMPLEMENT[_a] = _b
-_BASE_CODE = np.full(256, _SKIP, dtype=np.uint16)
+_BASE_CODE = np.full(256, _SKIP, dtype=np.uint8)
 _BASE_CODE[list(_BASES)] = np.arange(4)
-# Amino-acid byte for every index 16a+4b+c that base codes can make; 0 marks a skipped codon.
-_AMINO_ACID_OF = np.zeros(21 * _SKIP + 1, dtype=np.uint8)
-_AMINO_ACID_OF[:64] = np.frombuffer(_AMINO_ACIDS, dtype=np.uint8)
-
+# Codons are numbered 25a + 5b + c in base 5 (fits a byte); the amino-acid byte of each, 0 = skipped codon.
+_AMINO_ACID_OF = np.zeros(125, dtype=np.uint8)
+_ACGT_CODONS = (25 * np.arange(4)[:, None, None] + 5 * np.arange(4)[None, :, None] + np.arange(4)).ravel()
+_AMINO_ACID_OF[_ACGT_CODONS] = np.frombuffer(_AMINO_ACIDS, dtype=np.uint8)
 
 class KeptFrames(NamedTuple):
     """Kept frames of a batch, columnar, in output order (input order, then F1..R3)."""
@@ -64,51 +64,50 @@ def kept_frames(seqs: list[str]) -> KeptFrames:
     if not seqs:
         return KeptFrames(np.zeros(0, dtype=np.int64), [], [], [])
     lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
-    starts = np.cumsum(lengths) - lengths
     forward = _UPPER[np.frombuffer("".join(seqs).encode("ascii"), dtype=np.uint8)]
-    reverse = _COMPLEMENT[forward][::-1]  # every sequence reverse-complemented, in reverse order
-    reverse_starts = forward.size - starts - lengths
-    width = max(int(lengths.max()), 3)
+    # Both strands in one buffer: the sequences as given, then their reverse complements in reverse order.
+    strands = np.concatenate([forward, _COMPLEMENT[forward][::-1]])
+    forward_starts = np.cumsum(lengths) - lengths
+    reverse_starts = strands.size - forward_starts - lengths
+    amino_acid_at = _amino_acid_at(strands, np.concatenate([forward_starts, reverse_starts]) + np.tile(lengths, 2))
 
-    amino_acids, keep = [], []
-    for buffer, first in ((forward, starts), (reverse, reverse_starts)):
-        strand = _rows(buffer, first, lengths, width)
-        for offset in range(3):
-            codons = (width - offset) // 3
-            bases = _BASE_CODE[strand[:, offset : offset + 3 * codons]].reshape(len(seqs), codons, 3)
-            frame = _AMINO_ACID_OF[bases[:, :, 0] * 16 + bases[:, :, 1] * 4 + bases[:, :, 2]]
-            amino_acids.append(frame)
-            keep.append((frame != 0).any(axis=1) & ~(frame == _STOP).any(axis=1))
+    # Every (sequence, frame) as a run of codon slots in `strands`: first position and number of slots.
+    offsets = np.array([0, 1, 2, 0, 1, 2])
+    firsts = np.repeat(np.stack([forward_starts, reverse_starts], axis=1), 3, axis=1) + offsets
+    slots = np.maximum(lengths[:, None] - offsets, 0) // 3
+    residues = _count_every_third(amino_acid_at != 0, firsts, slots)
+    stops = _count_every_third(amino_acid_at == _STOP, firsts, slots)
+    sources, frame_numbers = np.nonzero((residues > 0) & (stops == 0))  # input order, then F1..R3
+    firsts, slots, residues = (a[sources, frame_numbers] for a in (firsts, slots, residues))
 
-    keep = np.stack(keep, axis=1)  # [sequences, 6]
-    sources, frame_numbers = np.nonzero(keep)  # row-major: input order, then F1..R3
-    proteins_by_frame = [_strip_skipped(amino_acids[f][keep[:, f]]) for f in range(6)]
-    next_protein = [iter(proteins) for proteins in proteins_by_frame]
-    strand_text = (forward.tobytes().decode("ascii"), reverse.tobytes().decode("ascii"))
+    # Proteins: the kept frames' codon slots gathered in one go; skipped codons (zeros) dropped.
+    slot_starts = np.cumsum(slots) - slots
+    positions = np.repeat(firsts - 3 * slot_starts, slots) + 3 * np.arange(slots.sum())
+    amino_acids = amino_acid_at[positions]
+    protein_text = amino_acids[amino_acids != 0].tobytes().decode("ascii")
+    protein_ends = np.cumsum(residues)
+    proteins = [protein_text[b:e] for b, e in zip((protein_ends - residues).tolist(), protein_ends.tolist())]
 
-    suffixes, nucleotides, proteins = [], [], []
-    for source, f in zip(sources.tolist(), frame_numbers.tolist()):
-        protein = next(next_protein[f])
-        is_reverse, offset = divmod(f, 3)
-        first = int(reverse_starts[source] if is_reverse else starts[source])
-        end = first + min(offset + 3 * len(protein) + 1, int(lengths[source]))
-        suffixes.append(SUFFIXES[f])
-        nucleotides.append(strand_text[is_reverse][first + offset : end])
-        proteins.append(protein)
-    return KeptFrames(sources, suffixes, nucleotides, proteins)
+    # Nucleotide records: strand[offset : offset + 3*len(protein) + 1], clipped at the sequence end.
+    strand_text = strands.tobytes().decode("ascii")
+    ends = firsts + np.minimum(3 * residues + 1, lengths[sources] - offsets[frame_numbers])
+    nucleotides = [strand_text[b:e] for b, e in zip(firsts.tolist(), ends.tolist())]
+    return KeptFrames(sources, [SUFFIXES[f] for f in frame_numbers.tolist()], nucleotides, proteins)
 
 
-def _rows(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
-    """[len(starts), width] matrix of buffer[start : start+length], zero-padded (zero reads as a skip)."""
-    padded = np.concatenate([buffer, np.zeros(width, dtype=np.uint8)])
-    matrix = sliding_window_view(padded, width)[starts]
-    matrix[np.arange(width) >= lengths[:, None]] = 0
-    return matrix
+def _amino_acid_at(strands: np.ndarray, sequence_ends: np.ndarray) -> np.ndarray:
+    """Amino-acid byte of the codon starting at each position; 0 if skipped or not complete in its sequence."""
+    base = _BASE_CODE[strands]
+    amino_acid_at = np.zeros(strands.size, dtype=np.uint8)
+    amino_acid_at[:-2] = _AMINO_ACID_OF[base[:-2] * 25 + base[1:-1] * 5 + base[2:]]
+    for short_by in (1, 2):  # the last two positions of a sequence start codons that run past its end
+        amino_acid_at[sequence_ends[sequence_ends >= short_by] - short_by] = 0
+    return amino_acid_at
 
 
-def _strip_skipped(amino_acids: np.ndarray) -> list[str]:
-    """Each row's amino acids with the skipped codons (zeros) removed, as strings."""
-    present = amino_acids != 0
-    text = amino_acids[present].tobytes().decode("ascii")
-    ends = np.cumsum(present.sum(axis=1)).tolist()
-    return [text[start:end] for start, end in zip([0, *ends[:-1]], ends)]
+def _count_every_third(flags: np.ndarray, firsts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """sum(flags[first + 3*k] for k in range(count)) for every (first, count), from running sums per phase."""
+    phases = np.zeros((3 + -(-flags.size // 3), 3), dtype=np.int32)  # row r holds positions 3r-3 .. 3r-1
+    phases.ravel()[3 : 3 + flags.size] = flags
+    running = np.cumsum(phases, axis=0).ravel()  # running[p + 3] = flags[p] + flags[p - 3] + ...
+    return running[firsts + 3 * counts] - running[firsts]
