@@ -344,7 +344,7 @@ def _fit_amdahl(fit: StageFit) -> None:
     rates = np.array([fit.marginal[g] for g in counts])
     if len(counts) == 1:
         fit.serial, fit.parallel_part = 0.0, float(rates[0] * counts[0])
-        fit.flags.append(f"only {counts[0]} GPU(s) measured: ideal scaling assumed for other counts")
+        fit.flags.append(f"one GPU count measured ({counts[0]}): ideal scaling assumed for the others")
         return
     inverse = 1.0 / np.array(counts, dtype=float)
     (fit.serial, fit.parallel_part), _ = _nonnegative_lstsq([np.ones_like(inverse), inverse], rates)
@@ -373,7 +373,12 @@ class CostModel:
         return any(fit.extrapolated(gpus) for fit in self.stages.values())
 
     def flags(self) -> list[str]:
-        return [f"{name}: {flag}" for name, fit in self.stages.items() for flag in fit.flags]
+        """Each distinct caveat once, with the stages it applies to."""
+        stages_by_flag: dict[str, list[str]] = defaultdict(list)
+        for name, fit in self.stages.items():
+            for flag in fit.flags:
+                stages_by_flag[flag].append(name)
+        return [f"{flag} ({', '.join(names)})" for flag, names in stages_by_flag.items()]
 
     def as_dict(self) -> dict:
         return {

@@ -678,7 +678,10 @@ def projection_markdown(group: Mapping, composition_info: Mapping) -> str:
     body.append([f"largest sample in {fmt_hours(target)} h (reads)"] + [fmt_count(r["max_reads_within_target"]) for r in rows])
     body.append(["scaling efficiency"] + [fmt_percent(r["scaling_efficiency"]) for r in rows])
     estimated = composition_info.get("estimated") or []
-    lines = [
+    lines = []
+    if group["scale"] == "ci":
+        lines += ["> `ci` scale: tiny models on CPU. These hours exercise the machinery; they say nothing about the real pipeline.", ""]
+    lines += [
         f"**{group['machine']}**, commit `{group['commit']}`, scale `{group['scale']}`, target `{group['target']}`, "
         f"variant `{group['variant']}`: fitted on {fit['runs']} runs (datasets {', '.join(fit['datasets'])}; "
         f"GPU counts measured {', '.join(map(str, fit['measured_gpus']))}).",
@@ -760,8 +763,6 @@ def render_markdown(report: Mapping) -> str:
         + (" Weights were synthetic (speed and memory real, labels not)." if report.get("synthetic_weights") else ""),
         "",
     ]
-    if report["scale"] == "ci":
-        out += ["> `ci` scale: tiny models on CPU. The hours below exercise the machinery; they say nothing about the real pipeline.", ""]
     out += ["## The answer", ""]
     out += [report["projection_markdown"], ""] if report.get("projection_markdown") else ["_no projection_", ""]
     out += image("projection", "projected hours per GPU count")
