@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -136,8 +137,8 @@ def main() -> int:
     speedup = original_seconds / vnp_seconds
     rss_ratio = rss_large / rss_small
     results = {
-        "host": {"machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version(),
-                 "numpy": np.__version__},
+        "host": {"machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+                 "load_average": os.getloadavg(), "python": platform.python_version(), "numpy": np.__version__},
         "chunk_size": args.chunk_size, "reads": args.reads, "frames": len(vnp_frames), "repeats": args.repeats,
         "seconds": {"vnp": vnp_seconds, "original": original_seconds, "vnp_streaming_from_file": stream_seconds},
         "speedup": speedup,

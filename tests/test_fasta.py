@@ -156,3 +156,13 @@ def test_records_before_the_problem_are_streamed(tmp_path):
     assert next(records) == ("a", "AC")
     with pytest.raises(InputError, match="'b'"):
         next(records)
+
+
+def test_duplicate_found_at_a_check_boundary(tmp_path):
+    text = "".join(f">r{i}\nACGT\n" for i in range(1, 8)) + ">r2\nAC\n" + "".join(f">s{i}\nA\n" for i in range(9))
+    assert "#2 and #8" in error_of(write(tmp_path, text), CHECK_EVERY=4)
+
+
+def test_validate_refuses_what_reading_refuses(tmp_path):
+    with pytest.raises(InputError, match="duplicate record ID 'a'"):
+        validate_fasta(write(tmp_path, ">a\nAC\n>a\nGT\n"))

@@ -41,7 +41,9 @@ def read_fasta(path, keep_case: bool = False) -> Iterator[tuple[str, str]]:
 
     `keep_case=True` keeps the letters as written (the original's chunk file does). Raises `InputError` on
     a missing, empty or non-FASTA file, a record without ID or sequence, a character that is not an IUPAC
-    nucleotide code, or a duplicate ID; records before the problem have already been yielded.
+    nucleotide code, or a duplicate ID. Records before the problem have already been yielded; IDs are
+    checked CHECK_EVERY records at a time, so a duplicate is reported a little after its second copy
+    (always before the iteration ends). `validate_fasta` checks a whole file before anything is written.
     """
     seen = _SeenIds(path)
     pending: list[str] = []
@@ -49,8 +51,8 @@ def read_fasta(path, keep_case: bool = False) -> Iterator[tuple[str, str]]:
         for record_id, sequence in _parse(path):
             pending.append(record_id)
             if len(pending) == CHECK_EVERY:
-                seen.add(pending)
-                pending = []
+                checked, pending = pending, []
+                seen.add(checked)
             yield record_id, (sequence if keep_case else sequence.upper())
     except InputError:
         seen.add(pending)  # a duplicate earlier in the file is the first problem, so it wins
