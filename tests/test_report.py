@@ -74,6 +74,14 @@ def tree(tmp_path):
     return build_tree(tmp_path / "results")
 
 
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """The report of the two-commit tree, rendered once: (output folder, report.json as a dict)."""
+    root = tmp_path_factory.mktemp("rendered")
+    assert run_report(build_tree(root / "results"), root / "report") == 0
+    return root / "report", json.loads((root / "report" / "report.json").read_text())
+
+
 def run_project(tree, *extra):
     return load_script("project").main(["--results", str(tree), "--datasets-file", str(tree / "datasets.json"), *extra])
 
@@ -155,10 +163,8 @@ def test_project_warns_when_the_check_is_off(tmp_path, capsys):
 # --- report.py ----------------------------------------------------------------------------------------
 
 
-def test_report_renders_markdown_json_and_real_pngs(tree, tmp_path):
-    out = tmp_path / "report"
-    assert run_report(tree, out) == 0
-    report = json.loads((out / "report.json").read_text())
+def test_report_renders_markdown_json_and_real_pngs(rendered):
+    out, report = rendered
     assert report["schema"] == "vnp-report/1" and report["commit"] == "aaaa1111"  # the newest by asv's date
     assert set(report["plots"]) == {"projection", "stages", "memory_timeline", "scaling", "variants", "history"}
     for name in report["plots"].values():
@@ -174,10 +180,8 @@ def test_report_renders_markdown_json_and_real_pngs(tree, tmp_path):
     assert "no GPU samples" not in markdown
 
 
-def test_report_variant_speedups_and_memory_against_baseline(tree, tmp_path):
-    out = tmp_path / "report"
-    run_report(tree, out)
-    rows = {r["variant"]: r for r in json.loads((out / "report.json").read_text())["variants"]["rows"]}
+def test_report_variant_speedups_and_memory_against_baseline(rendered):
+    rows = {r["variant"]: r for r in rendered[1]["variants"]["rows"]}
     assert list(rows) == list(VARIANT_FACTORS)
     for variant, factor in VARIANT_FACTORS.items():
         assert rows[variant]["speedup"] == pytest.approx(VARIANT_FACTORS["baseline"] / factor, rel=1e-6)
@@ -185,19 +189,15 @@ def test_report_variant_speedups_and_memory_against_baseline(tree, tmp_path):
         assert rows[variant]["memory_delta_bytes"] == pytest.approx(delta)
 
 
-def test_report_token_budget_from_measured_memory_per_token(tree, tmp_path):
-    out = tmp_path / "report"
-    run_report(tree, out)
-    budget = json.loads((out / "report.json").read_text())["token_budget"]["stages"]["esm2"]
+def test_report_token_budget_from_measured_memory_per_token(rendered):
+    budget = rendered[1]["token_budget"]["stages"]["esm2"]
     assert budget["bytes_per_token"] == pytest.approx(1000) and budget["static_bytes"] == pytest.approx(STATIC)
     expected = int((80 * GIB * 0.9 - STATIC) / 1000 // 1024 * 1024)
     assert budget["budget_by_card_gb"]["80"] == expected
 
 
-def test_report_scaling_history_and_bottleneck_follow_the_numbers(tree, tmp_path):
-    out = tmp_path / "report"
-    run_report(tree, out)
-    report = json.loads((out / "report.json").read_text())
+def test_report_scaling_history_and_bottleneck_follow_the_numbers(rendered):
+    report = rendered[1]
     scaling = {r["gpus"]: r for r in report["scaling"]["rows"]}
     assert scaling[2]["ideal_speedup"] == 2 and 1 < scaling[2]["speedup"] < 2
     history = report["history"]["rows"]
@@ -237,6 +237,6 @@ def test_report_with_a_single_run(tmp_path):
 
 
 def test_formatting_helpers():
-    assert R.fmt_count(6_000_000) == "6 M" and R.fmt_count(1234) == "1,234"
+    assert R.fmt_count(6_000_000) == "6 M" and R.fmt_count(13_800) == "13.8 k" and R.fmt_count(300) == "300"
     assert R.fmt_bytes(8 * GIB) == "8.00 GiB" and R.fmt_bytes(None) == "n/a"
     assert R.markdown_table(["a", "b"], [[1, 2]]).splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |"]

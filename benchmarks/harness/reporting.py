@@ -49,8 +49,8 @@ def fmt_seconds(seconds: float | None) -> str:
 def fmt_count(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
-    for threshold, size, suffix in ((1e9, 1e9, " G"), (1e6, 1e6, " M"), (1e4, 1e3, " k")):
-        if abs(value) >= threshold:
+    for size, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(value) >= size:
             return f"{value / size:.3g}{suffix}"
     return f"{value:,.0f}"
 
@@ -743,8 +743,17 @@ def history_markdown(history: Mapping, gpu_counts: Sequence[int]) -> str:
     return markdown_table(header, body)
 
 
-def _section_note(section: Mapping) -> str | None:
-    return f"_{section['note']}_" if section.get("note") else None
+def _section(title: str, section: Mapping, header: Sequence[str], cells, intro: str | None = None) -> list[str]:
+    """A ``## title`` section: an intro and a table of the section's rows, or its note when it has none."""
+    out = [f"## {title}", ""]
+    if not section.get("rows"):
+        return out + [f"_{section.get('note') or 'nothing measured'}_", ""]
+    out += ([intro, ""] if intro else []) + [markdown_table(header, [cells(row) for row in section["rows"]]), ""]
+    return out + ([f"_{section['note']}_", ""] if section.get("note") else [])
+
+
+def _signed_bytes(value: float | None) -> str:
+    return "n/a" if value is None else ("+" if value >= 0 else "−") + fmt_bytes(abs(value))
 
 
 def render_markdown(report: Mapping) -> str:
@@ -762,13 +771,16 @@ def render_markdown(report: Mapping) -> str:
         f"variant `{report['variant']}`. GPUs: {hardware.get('description') or 'none (CPU runs)'}."
         + (" Weights were synthetic (speed and memory real, labels not)." if report.get("synthetic_weights") else ""),
         "",
+        "## The answer",
+        "",
+        report.get("projection_markdown") or "_no projection_",
+        "",
+        *image("projection", "projected hours per GPU count"),
     ]
-    out += ["## The answer", ""]
-    out += [report["projection_markdown"], ""] if report.get("projection_markdown") else ["_no projection_", ""]
-    out += image("projection", "projected hours per GPU count")
-
     bottleneck = report["bottleneck"]
-    out += ["## Bottleneck", ""] + ([f"- {line}" for line in bottleneck["findings"]] or [_section_note(bottleneck) or ""]) + [""]
+    out += ["## Bottleneck", ""]
+    out += [f"- {line}" for line in bottleneck["findings"]] or [f"_{bottleneck.get('note')}_"]
+    out += [""]
 
     breakdown = report["stage_breakdown"]
     out += ["## Stage breakdown", ""]
@@ -782,132 +794,73 @@ def render_markdown(report: Mapping) -> str:
             ),
             "",
         ]
-    out += [n for n in [_section_note(breakdown)] if n] + image("stages", "stage breakdown")
+    out += ([f"_{breakdown['note']}_", ""] if breakdown.get("note") else []) + image("stages", "stage breakdown")
 
     timeline = report["memory_timeline"]
     out += ["## GPU memory over time", ""]
     if timeline.get("available"):
-        out += [f"`{timeline['dataset']}` on {gpus_label(timeline['gpus_in_run'])}, repeat {timeline['repeat']}; shaded spans are the stages.", ""]
-        out += image("memory_timeline", "GPU memory timeline")
-    else:
-        out += [_section_note(timeline) or "", ""]
-
-    peaks = report["peak_memory"]
-    out += ["## Peak GPU memory per stage", ""]
-    if peaks["rows"]:
         out += [
-            markdown_table(
-                ["stage", "GPU", "torch allocated", "torch reserved", "NVML (card)"],
-                [
-                    [f"`{p.get('stage')}`", p.get("gpu"), fmt_bytes(p.get("torch_peak_allocated_bytes")),
-                     fmt_bytes(p.get("torch_peak_reserved_bytes")), fmt_bytes(p.get("nvml_peak_bytes"))]
-                    for p in peaks["rows"]
-                ],
-            ),
+            f"`{timeline['dataset']}` on {gpus_label(timeline['gpus_in_run'])}, repeat {timeline['repeat']}; "
+            "shaded spans are the stages each GPU was in, the dashed line the card's memory.",
             "",
-        ]
+        ] + image("memory_timeline", "GPU memory timeline")
     else:
-        out += [_section_note(peaks) or "", ""]
+        out += [f"_{timeline['note']}_", ""]
 
+    out += _section(
+        "Peak GPU memory per stage",
+        report["peak_memory"],
+        ["stage", "GPU", "torch allocated", "torch reserved", "NVML (card)"],
+        lambda p: [f"`{p.get('stage')}`", p.get("gpu"), fmt_bytes(p.get("torch_peak_allocated_bytes")),
+                   fmt_bytes(p.get("torch_peak_reserved_bytes")), fmt_bytes(p.get("nvml_peak_bytes"))],
+    )
     variants = report["variants"]
-    out += ["## Optimisations (variants)", ""]
-    if variants["rows"]:
-        out += [
-            f"`{variants['dataset']}` on {gpus_label(variants['gpus'])}; speed-up and memory against `baseline`.",
-            "",
-            markdown_table(
-                ["variant", "runs", "wall s", "speed-up", "peak GPU memory", "memory vs baseline"],
-                [
-                    [f"`{r['variant']}`", r["runs"], fmt_seconds(r["wall_seconds"]), fmt_ratio(r["speedup"]),
-                     fmt_bytes(r["peak_gpu_bytes"]),
-                     "n/a" if r["memory_delta_bytes"] is None else ("+" if r["memory_delta_bytes"] >= 0 else "−") + fmt_bytes(abs(r["memory_delta_bytes"]))]
-                    for r in variants["rows"]
-                ],
-            ),
-            "",
-        ]
-        out += [n for n in [_section_note(variants)] if n] + image("variants", "variant speed-ups")
-    else:
-        out += [_section_note(variants) or "", ""]
-
+    out += _section(
+        "Optimisations (variants)",
+        variants,
+        ["variant", "runs", "wall s", "speed-up", "peak GPU memory", "memory vs baseline"],
+        lambda r: [f"`{r['variant']}`", r["runs"], fmt_seconds(r["wall_seconds"]), fmt_ratio(r["speedup"]),
+                   fmt_bytes(r["peak_gpu_bytes"]), _signed_bytes(r["memory_delta_bytes"])],
+        intro=variants["rows"] and f"`{variants['dataset']}` on {gpus_label(variants['gpus'])}; against `baseline`.",
+    ) + image("variants", "variant speed-ups")
     scaling = report["scaling"]
-    out += ["## Scaling", ""]
-    if scaling["rows"]:
-        out += [
-            f"`{scaling['dataset']}`, relative to {gpus_label(scaling['relative_to_gpus'])}:",
-            "",
-            markdown_table(
-                ["GPUs", "wall s", "speed-up", "ideal", "efficiency", "GPU-stage speed-up", "GPU-stage efficiency"],
-                [
-                    [r["gpus"], fmt_seconds(r["wall_seconds"]), fmt_ratio(r["speedup"]), fmt_ratio(r["ideal_speedup"]),
-                     fmt_percent(r["efficiency"]), fmt_ratio(r["gpu_stage_speedup"]), fmt_percent(r["gpu_stage_efficiency"])]
-                    for r in scaling["rows"]
-                ],
-            ),
-            "",
-        ] + image("scaling", "scaling curve")
-    else:
-        out += [_section_note(scaling) or "", ""]
-
-    throughput = report["throughput"]
-    out += ["## Throughput", ""]
-    if throughput["rows"]:
-        out += [
-            markdown_table(
-                ["dataset", "GPUs", "reads/s", "frames/s", "ESM tokens/s (esm2)", "DNABERT tokens/s (dnabert)"],
-                [
-                    [f"`{r['dataset']}`", r["gpus"], fmt_count(r["reads_per_second"]), fmt_count(r["frames_per_second"]),
-                     fmt_count(r["esm_tokens_per_second"]), fmt_count(r["dnabert_tokens_per_second"])]
-                    for r in throughput["rows"]
-                ],
-            ),
-            "",
-        ]
-    else:
-        out += [_section_note(throughput) or "", ""]
-
-    utilisation = report["utilisation"]
-    out += ["## GPU utilisation", ""]
-    if utilisation["rows"]:
-        out += [
-            markdown_table(
-                ["GPU", "busy % (GPU stages)", "busy % (whole run)", "power W (GPU stages)"],
-                [
-                    [r["gpu"], fmt_seconds(r["util_percent_gpu_stages"]), fmt_seconds(r["util_percent_run"]),
-                     fmt_seconds(r["power_w_gpu_stages"])]
-                    for r in utilisation["rows"]
-                ],
-            ),
-            "",
-        ]
-    else:
-        out += [_section_note(utilisation) or "", ""]
-
+    out += _section(
+        "Scaling",
+        scaling,
+        ["GPUs", "wall s", "speed-up", "ideal", "efficiency", "GPU-stage speed-up", "GPU-stage efficiency"],
+        lambda r: [r["gpus"], fmt_seconds(r["wall_seconds"]), fmt_ratio(r["speedup"]), fmt_ratio(r["ideal_speedup"]),
+                   fmt_percent(r["efficiency"]), fmt_ratio(r["gpu_stage_speedup"]), fmt_percent(r["gpu_stage_efficiency"])],
+        intro=scaling["rows"] and f"`{scaling['dataset']}`, relative to {gpus_label(scaling['relative_to_gpus'])}:",
+    ) + image("scaling", "scaling curve")
+    out += _section(
+        "Throughput",
+        report["throughput"],
+        ["dataset", "GPUs", "reads/s", "frames/s", "ESM tokens/s (esm2)", "DNABERT tokens/s (dnabert)"],
+        lambda r: [f"`{r['dataset']}`", r["gpus"], fmt_count(r["reads_per_second"]), fmt_count(r["frames_per_second"]),
+                   fmt_count(r["esm_tokens_per_second"]), fmt_count(r["dnabert_tokens_per_second"])],
+    )
+    out += _section(
+        "GPU utilisation",
+        report["utilisation"],
+        ["GPU", "busy % (GPU stages)", "busy % (whole run)", "power W (GPU stages)"],
+        lambda r: [r["gpu"], fmt_seconds(r["util_percent_gpu_stages"]), fmt_seconds(r["util_percent_run"]),
+                   fmt_seconds(r["power_w_gpu_stages"])],
+    )
     budget = report["token_budget"]
-    out += ["## Token budget per card", ""]
-    if budget["stages"]:
-        cards = list(next(iter(budget["stages"].values()))["budget_by_card_gb"])
-        out += [
-            f"Largest token budget per batch that keeps {fmt_percent(1 - budget['headroom'])} of the card free, "
-            f"at precision `{budget['precision']}` (0 = the models alone do not fit):",
-            "",
-            markdown_table(
-                ["stage", "bytes/token", "static", "measured budgets"] + [f"{gb} GB" for gb in cards],
-                [
-                    [f"`{name}`", fmt_count(s["bytes_per_token"]), fmt_bytes(s["static_bytes"]),
-                     ", ".join(map(str, s["measured_budgets"]))] + [f"{s['budget_by_card_gb'][gb]:,}" for gb in cards]
-                    for name, s in budget["stages"].items()
-                ],
-            ),
-            "",
-            "How: " + "; ".join(f"`{name}`: {s['method']}" for name, s in budget["stages"].items()) + ".",
-            "",
-        ]
-    else:
-        out += [_section_note(budget) or "", ""]
-
-    history = report["history"]
-    out += ["## History", "", history_markdown(history, report["gpu_counts"]), ""] + image("history", "projection history")
+    budget_rows = {"rows": [{"stage": name, **stage} for name, stage in budget["stages"].items()], "note": budget["note"]}
+    cards = [str(gb) for gb in CARD_SIZES_GB]
+    out += _section(
+        "Token budget per card",
+        budget_rows,
+        ["stage", "bytes/token", "static", "measured budgets"] + [f"{gb} GB" for gb in cards],
+        lambda s: [f"`{s['stage']}`", fmt_count(s["bytes_per_token"]), fmt_bytes(s["static_bytes"]),
+                   ", ".join(map(str, s["measured_budgets"]))] + [f"{s['budget_by_card_gb'][gb]:,}" for gb in cards],
+        intro=f"Largest token budget per batch that keeps {fmt_percent(1 - budget['headroom'])} of the card free, at "
+        f"precision `{budget['precision']}` (0: the models alone do not fit). "
+        + "; ".join(f"`{name}`: {s['method']}" for name, s in budget["stages"].items()) + ".",
+    )
+    out += ["## History", "", history_markdown(report["history"], report["gpu_counts"]), ""]
+    out += image("history", "projection history")
     if report.get("skipped"):
         out += ["## Records left out", ""] + [f"- {line}" for line in report["skipped"]] + [""]
     return "\n".join(out).rstrip() + "\n"
