@@ -34,7 +34,8 @@ def vnp(*args, cache_dir, env=None, check=True, **popen):
 
 
 def predict(fasta, outdir, *extra, cache_dir, **kwargs):
-    return vnp("predict", fasta, "-o", outdir, "--model-size", "tiny", "--cpu", "--quiet", *extra,
+    # One thread: on a 2-core CI machine, two OpenMP threads fight over the cores for no gain here.
+    return vnp("predict", fasta, "-o", outdir, "--model-size", "tiny", "--cpu", "--quiet", "--threads", "1", *extra,
                cache_dir=cache_dir, **kwargs)
 
 
