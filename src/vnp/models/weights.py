@@ -55,12 +55,11 @@ class TensorFile:
                  meta: dict | None = None):
         self.path, self.shapes, self.get, self.meta = path, shapes, get, meta or {}
 
-    def renamed(self, rename: Callable[[str], str | None]) -> TensorFile:
-        """The same file under new names; ``rename`` returns None for keys to drop."""
+    def renamed(self, rename: Callable[[str], list[str]]) -> TensorFile:
+        """The same file under new names; ``rename`` gives each key's new names (none: dropped)."""
         names = {}
         for key in self.shapes:
-            new = rename(key)
-            if new is not None:
+            for new in rename(key):
                 names.setdefault(new, key)
         return TensorFile(self.path, {new: self.shapes[old] for new, old in names.items()},
                           lambda new: self.get(names[new]), self.meta)
@@ -203,36 +202,26 @@ _HF_SHARED_INV_FREQ = "rotary_embeddings.inv_freq"
 def _esm_names(source: TensorFile) -> TensorFile:
     """Rename any supported ESM-2 layout to fair-esm's names (= ours); drop the heads."""
     hf = any(".attention.self.query." in key for key in source.shapes)
+    layers = _esm_layer_count(source.shapes, r"(?:esm\.)?encoder\.layer\.(\d+)\.")
 
-    def rename(key: str) -> str | None:
-        if hf:
-            key = key.removeprefix("esm.")
-            for pattern, replacement in _HF_ESM_NAMES:
-                new, hits = re.subn("^" + pattern, replacement, key)
-                if hits:
-                    return new
-        else:
+    def rename(key: str) -> list[str]:
+        if not hf:
             key = re.sub(r"^(encoder\.sentence_encoder\.|encoder\.)", "", key)  # as fair-esm's loader
-        return None if _ESM_UNUSED.match(key) else key
+            return [] if _ESM_UNUSED.match(key) else [key]
+        key = key.removeprefix("esm.")
+        if key == _HF_SHARED_INV_FREQ:  # recent transformers keep one inv_freq for all layers
+            return [f"layers.{n}.self_attn.rot_emb.inv_freq" for n in range(layers)]
+        for pattern, replacement in _HF_ESM_NAMES:
+            new, hits = re.subn("^" + pattern, replacement, key)
+            if hits:
+                return [new]
+        return [] if _ESM_UNUSED.match(key) else [key]
 
-    renamed = source.renamed(rename)
-    shared = next((k for k in source.shapes if k.removeprefix("esm.") == _HF_SHARED_INV_FREQ), None)
-    if hf and shared is not None:  # transformers >= 4.x keeps one inv_freq for all layers
-        layers = _esm_layer_count(renamed.shapes)
-        shapes = dict(renamed.shapes)
-        shapes.pop(_HF_SHARED_INV_FREQ, None)
-        for n in range(layers):
-            shapes[f"layers.{n}.self_attn.rot_emb.inv_freq"] = source.shapes[shared]
-
-        def get(key: str) -> torch.Tensor:
-            return source.get(shared) if key.endswith("rot_emb.inv_freq") else renamed.get(key)
-
-        renamed = TensorFile(source.path, shapes, get, source.meta)
-    return renamed
+    return source.renamed(rename)
 
 
-def _esm_layer_count(shapes) -> int:
-    numbers = [int(m.group(1)) for key in shapes if (m := re.match(r"layers\.(\d+)\.", key))]
+def _esm_layer_count(shapes, pattern: str = r"layers\.(\d+)\.") -> int:
+    numbers = [int(m.group(1)) for key in shapes if (m := re.match(pattern, key))]
     return max(numbers) + 1 if numbers else 0
 
 
@@ -313,15 +302,15 @@ _DNABERT_JSON_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads
                         "vocab_size", "type_vocab_size", "layer_norm_eps")
 
 
-def _dnabert_name(key: str) -> str | None:
+def _dnabert_names(key: str) -> list[str]:
     key = key.removeprefix("bert.")
     if _DNABERT_UNUSED.match(key):
-        return None
+        return []
     for pattern, replacement in _DNABERT_NAMES:
         new, hits = re.subn("^" + pattern, replacement, key)
         if hits:
-            return new
-    return key  # already ours, or unknown (then reported as unexpected)
+            return [new]
+    return [key]  # already ours, or unknown (then reported as unexpected)
 
 
 def dnabert_config(name: str) -> DNABERTConfig:
@@ -362,7 +351,7 @@ def load_dnabert(directory: str | None, config: str, device, dtype, *, seed: int
         raise WeightsError(f"{folder}: has neither model.safetensors nor pytorch_model.bin")
     cfg = _dnabert_folder_config(folder, expected)
     tokenizer = load_dnabert_tokenizer(folder)
-    source = read_tensors(files[0]).renamed(_dnabert_name)
+    source = read_tensors(files[0]).renamed(_dnabert_names)
     model = _build(DNABERT, cfg, device, dtype)
     _check(model, source, label=f" ({cfg.name})")
     _fill(model, source)
