@@ -50,8 +50,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--sample", type=Path, help="a FASTA to scan for its composition")
     sample.add_argument("--dataset", default="full", help="dataset definition to project (default full)")
     parser.add_argument("--datasets-file", type=Path, default=ROOT / "data" / "datasets.json")
-    parser.add_argument("--chunk-size", type=int, help="chunk size for --sample (default: the runs')")
-    parser.add_argument("--check", default="typical:large", help="trust check FROM:TO datasets")
+    parser.add_argument(
+        "--chunk-size", type=int, help="the sample's chunk size (model type): only runs at it are used "
+        "(default: the dataset's model_type; for --sample the runs' chunk size)"
+    )
+    parser.add_argument("--check", default="typical:large", help="trust check FROM:TO dataset roles")
 
 
 def load_projections(args: argparse.Namespace) -> dict:
@@ -59,8 +62,7 @@ def load_projections(args: argparse.Namespace) -> dict:
     if not args.results.is_dir():
         raise InputError(f"{args.results}: no results directory")
     records, skipped = P.load_records(args.results)
-    datasets = P.read_datasets(args.datasets_file)
-    observations, left_out = P.observations_from_records(records, datasets)
+    observations, left_out = P.observations_from_records(records)
     skipped += left_out
     observations = [
         obs
@@ -75,15 +77,20 @@ def load_projections(args: argparse.Namespace) -> dict:
             f"no usable runs of variant '{args.variant}' under {args.results}/records"
             + (f" (variants found: {', '.join(found)})" if found else "")
         )
-    chunk_size = args.chunk_size or _runs_chunk_size(records)
-    composition, source = P.sample_composition(args.composition, args.sample, chunk_size, args.datasets_file, args.dataset)
+    # a scanned FASTA is chunked like the runs it is projected from, unless asked otherwise
+    chunk_size = args.chunk_size or (_runs_chunk_size(records) if args.sample else None)
+    composition, source, chunk_size = P.sample_composition(
+        args.composition, args.sample, chunk_size, args.datasets_file, args.dataset
+    )
     check = tuple(args.check.split(":", 1)) if ":" in args.check else ("typical", "large")
     gpu_counts = tuple(int(g) for g in args.gpus.split(","))
-    groups = P.project_results(observations, composition, source, gpu_counts, args.target, args.variant, check)
+    groups = P.project_results(observations, composition, source, gpu_counts, args.target, args.variant, check, chunk_size)
+    if not groups:
+        raise InputError(f"no usable runs of variant '{args.variant}' at chunk size {chunk_size}")
     dates = R.read_asv_results(args.results)
     for group in groups:
         group["date"] = (dates.get(group["machine"], {}).get(group["commit"]) or {}).get("date")
-    groups.sort(key=lambda g: (g["machine"], g["date"] is None, g["date"] or 0, g["started_at"]))
+    groups.sort(key=lambda g: (g["machine"], g["chunk_size"] or 0, g["date"] is None, g["date"] or 0, g["started_at"]))
     return {
         "schema": P.SCHEMA,
         "results": str(args.results),
@@ -102,16 +109,21 @@ def _runs_chunk_size(records) -> int:
 
 
 def latest_per_machine(groups: list[dict]) -> dict[str, list[dict]]:
-    """Groups per (machine, target, scale), oldest first (the document's order)."""
+    """Groups per (machine, target, scale, chunk size), oldest first (the document's order)."""
     series: dict[tuple, list[dict]] = {}
     for group in groups:
-        series.setdefault((group["machine"], group["target"], group["scale"]), []).append(group)
+        series.setdefault(series_key(group), []).append(group)
     return series
+
+
+def series_key(group: dict) -> tuple:
+    """Groups that form one history: the same machine, target, scale and chunk size, commit after commit."""
+    return (group["machine"], group["target"], group["scale"], group["chunk_size"])
 
 
 def render(document: dict) -> str:
     out = [f"# Projected hours for a full sample, target {R.fmt_hours(document['target_hours'])} h", ""]
-    for (machine, _, _), groups in latest_per_machine(document["groups"]).items():
+    for (machine, *_), groups in latest_per_machine(document["groups"]).items():
         latest = groups[-1]
         out += [R.projection_markdown(latest, latest["composition"]), ""]
         if len(groups) > 1:

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/project.py, beside this file
-from project import ROOT, add_common_arguments, load_projections  # noqa: E402
+from project import ROOT, add_common_arguments, load_projections, series_key  # noqa: E402
 
 from benchmarks.harness import projection as P  # noqa: E402
 from benchmarks.harness import reporting as R  # noqa: E402
@@ -68,9 +68,10 @@ def group_records(results: Path, group: dict) -> list[dict]:
     selected = []
     for _, record in records:
         h = record["harness"]
+        chunk_size = h.get("model_type") or ((record.get("run") or {}).get("config") or {}).get("chunk_size")
         same = (h.get("machine"), str(h.get("commit"))[:8], h.get("target") or "vnp", h.get("scale") or "unknown") == (
             group["machine"], group["commit"], group["target"], group["scale"]
-        )
+        ) and chunk_size in (group["chunk_size"], None)
         ok = h.get("exit_code", 0) == 0 and h.get("validated") is not False and not h.get("resumed")
         if same and ok:
             selected.append(record)
@@ -104,7 +105,7 @@ def build_report(args: argparse.Namespace) -> dict:
         "utilisation": R.utilisation_section(reference),
         "token_budget": R.token_budget_section(runs),
     }
-    series = [g for g in document["groups"] if (g["machine"], g["target"], g["scale"]) == (group["machine"], group["target"], group["scale"])]
+    series = [g for g in document["groups"] if series_key(g) == series_key(group)]
     return {
         "schema": REPORT_SCHEMA,
         "machine": group["machine"],

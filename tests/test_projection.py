@@ -1,5 +1,6 @@
 """The cost model's fitting and projection math, on synthetic runs generated from a known cost model."""
 
+import dataclasses
 import json
 import math
 
@@ -337,14 +338,38 @@ def test_unusable_records_are_left_out_with_a_reason():
     assert "resumed" in skipped[2]
 
 
-def test_cli_target_record_takes_its_composition_from_the_dataset_definition():
+def test_cli_target_record_takes_its_composition_from_the_harness():
     record = synthetic_record()
     record["run"]["input"] = None
     with pytest.raises(ValueError, match="composition"):
         P.observation_from_record(record)
-    obs = P.observation_from_record(record, datasets={"typical": composition(1000)})
+    record["harness"]["expected"] = composition(1000)
+    obs = P.observation_from_record(record)
     assert obs.composition["esm_tokens"] == composition(1000)["esm_tokens"]
     assert obs.seconds[P.STARTUP] == pytest.approx(STARTUP_SECONDS)
+
+
+def test_check_matches_roles_so_ci_stand_in_datasets_count():
+    records = []
+    for dataset, role, reads in (("tiny", "typical", 1000), ("small", "large", 10000)):
+        record = synthetic_record(dataset, reads)
+        record["harness"]["role"] = role
+        records.append((dataset, record))
+    obs, _ = P.observations_from_records(records)
+    check = P.check_prediction(obs)
+    assert check["available"] and check["per_gpus"][0]["measured_seconds"] == pytest.approx(true_total(composition(10000), 1))
+
+
+def test_runs_at_another_chunk_size_are_fitted_apart():
+    reads = observations([("typical", 1000, 1), ("large", 10000, 1)])
+    contigs, _ = P.observations_from_records([("c", synthetic_record("contigs", 500, 1, factor=5.0))])
+    contigs = [dataclasses.replace(obs, chunk_size=500) for obs in contigs]
+    full = composition(6_000_000)
+    both = P.project_results(reads + contigs, full, "test", (1,))
+    assert sorted(g["chunk_size"] for g in both) == [300, 500]
+    only_300 = P.project_results(reads + contigs, full, "test", (1,), chunk_size=300)
+    assert [g["chunk_size"] for g in only_300] == [300]
+    assert only_300[0]["projection"]["rows"][0]["total_hours"] == pytest.approx(true_total(full, 1) / 3600, rel=1e-6)
 
 
 def test_stage_kinds_cover_vnp_and_fork_names():
@@ -370,9 +395,9 @@ def test_load_records_reads_the_tree_and_fills_key_from_path(tmp_path):
 
 def test_datasets_file_is_read_defensively(tmp_path):
     path = tmp_path / "datasets.json"
-    path.write_text(json.dumps({"datasets": {"full": {"reads": 6000000, "composition": {"frames": 4.8e6}},
+    path.write_text(json.dumps({"datasets": {"full": {"reads": 6000000, "model_type": 300, "composition": {"frames": 4.8e6}},
                                              "odd": "not a dict"}}))
-    assert P.read_datasets(path) == {"full": {"reads": 6e6, "frames": 4.8e6}}
+    assert P.read_datasets(path) == {"full": {"composition": {"reads": 6e6, "frames": 4.8e6}, "chunk_size": 300}}
     path.write_text("[1, 2]")
     assert P.read_datasets(path) == {}
     assert P.read_datasets(tmp_path / "missing.json") == {}

@@ -70,6 +70,8 @@ class Observation:
     scale: str
     suite: str
     dataset: str
+    role: str  # the dataset's part in the suite (typical, large, ...): the ci scale runs small stand-ins
+    chunk_size: int | None  # the model type: runs at 300 and 500 cost differently per read
     gpus: int
     variant: str
     repeat: int
@@ -80,9 +82,9 @@ class Observation:
     source: str = ""
 
     @property
-    def group(self) -> tuple[str, str, str, str, str]:
-        """Runs that one cost model may be fitted on: same machine, commit, target, scale and variant."""
-        return (self.machine, self.commit, self.target, self.scale, self.variant)
+    def group(self) -> tuple:
+        """Runs one cost model may be fitted on: same machine, commit, target, scale, variant and chunk size."""
+        return (self.machine, self.commit, self.target, self.scale, self.variant, self.chunk_size or 0)
 
 
 def composition_of(mapping: Mapping | None) -> dict[str, float]:
@@ -92,7 +94,7 @@ def composition_of(mapping: Mapping | None) -> dict[str, float]:
     return {unit: float(mapping[unit]) for unit in WORK_UNITS if isinstance(mapping.get(unit), (int, float))}
 
 
-def observation_from_record(record: Mapping, source: str = "", datasets: Mapping | None = None) -> Observation:
+def observation_from_record(record: Mapping, source: str = "") -> Observation:
     """Reduce a RunRecord to an Observation; ValueError (with the reason) if it cannot teach a cost."""
     if record.get("schema") != RUNRECORD_SCHEMA:
         raise ValueError(f"schema is {record.get('schema')!r}, not {RUNRECORD_SCHEMA}")
@@ -105,10 +107,10 @@ def observation_from_record(record: Mapping, source: str = "", datasets: Mapping
     wall = harness.get("wall_seconds") or run.get("wall_seconds")
     if not wall:
         raise ValueError("no wall seconds")
-    dataset = str(harness.get("dataset") or "unknown")
-    composition = composition_of(run.get("input")) or composition_of((datasets or {}).get(dataset))
+    # the pipeline's own count, else the dataset's (the harness's `expected`; a `cli` run reports none)
+    composition = composition_of(run.get("input")) or composition_of(harness.get("expected"))
     if "reads" not in composition:
-        raise ValueError("no input composition (run.input, or the dataset's definition)")
+        raise ValueError("no input composition (run.input or harness.expected)")
     seconds = {
         stage["name"]: float(stage["seconds"])
         for stage in run.get("stages") or []
@@ -117,6 +119,8 @@ def observation_from_record(record: Mapping, source: str = "", datasets: Mapping
     if not seconds:
         raise ValueError("no stage times")
     seconds[STARTUP] = max(0.0, float(wall) - sum(seconds.values()))
+    dataset = str(harness.get("dataset") or "unknown")
+    chunk_size = harness.get("model_type") or (run.get("config") or {}).get("chunk_size")
     return Observation(
         machine=str(harness.get("machine") or "unknown"),
         commit=str(harness.get("commit") or "unknown")[:8],
@@ -124,6 +128,8 @@ def observation_from_record(record: Mapping, source: str = "", datasets: Mapping
         scale=str(harness.get("scale") or "unknown"),
         suite=str(harness.get("suite") or "unknown"),
         dataset=dataset,
+        role=str(harness.get("role") or dataset),
+        chunk_size=int(chunk_size) if chunk_size else None,
         gpus=int(harness.get("gpus") or 1),
         variant=str(harness.get("variant") or "default"),
         repeat=int(harness.get("repeat") or 0),
@@ -155,21 +161,22 @@ def load_records(results_dir: str | Path) -> tuple[list[tuple[Path, dict]], list
     return records, skipped
 
 
-def observations_from_records(
-    records: Iterable[tuple[Path | str, Mapping]], datasets: Mapping | None = None
-) -> tuple[list[Observation], list[str]]:
+def observations_from_records(records: Iterable[tuple[Path | str, Mapping]]) -> tuple[list[Observation], list[str]]:
     """The usable observations among ``records``, and one line per record left out (and why)."""
     observations, skipped = [], []
     for path, record in records:
         try:
-            observations.append(observation_from_record(record, str(path), datasets))
+            observations.append(observation_from_record(record, str(path)))
         except ValueError as err:
             skipped.append(f"{path}: {err}")
     return observations, skipped
 
 
-def read_datasets(path: str | Path) -> dict[str, dict[str, float]]:
-    """``data/datasets.json`` as {name: composition}; an absent or malformed file gives {}."""
+def read_datasets(path: str | Path) -> dict[str, dict]:
+    """``data/datasets.json`` as {name: {"composition", "chunk_size"}}; an absent or malformed file gives {}.
+
+    A definition without a composition yet still gives its ``reads`` (the rest is estimated later).
+    """
     try:
         document = json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -185,7 +192,8 @@ def read_datasets(path: str | Path) -> dict[str, dict[str, float]]:
         if "reads" not in composition and isinstance(entry.get("reads"), (int, float)):
             composition["reads"] = float(entry["reads"])
         if composition:
-            compositions[name] = composition
+            chunk_size = entry.get("model_type") or entry.get("chunk_size")
+            compositions[name] = {"composition": composition, "chunk_size": int(chunk_size) if chunk_size else None}
     return compositions
 
 
@@ -522,13 +530,13 @@ def project(
 def check_prediction(
     observations: Iterable[Observation], source: str = "typical", target: str = "large", tolerance: float = 0.10
 ) -> dict:
-    """Trust check: fit on the ``source`` dataset alone, predict the ``target`` runs, report the error.
+    """Trust check: fit on the ``source`` role's runs alone, predict the ``target`` runs, report the error.
 
     Compared at every GPU count measured on both; ``warning`` is set when any |error| exceeds ``tolerance``.
     """
     observations = list(observations)
-    fit_on = [obs for obs in observations if obs.dataset == source]
-    checked = [obs for obs in observations if obs.dataset == target]
+    fit_on = [obs for obs in observations if obs.role == source]
+    checked = [obs for obs in observations if obs.role == target]
     result = {"from": source, "to": target, "tolerance": tolerance, "available": False, "per_gpus": []}
     if not fit_on or not checked:
         missing = source if not fit_on else target
@@ -568,6 +576,7 @@ def project_group(
         "target": first.target,
         "scale": first.scale,
         "variant": first.variant,
+        "chunk_size": first.chunk_size,
         "started_at": min(obs.started_at for obs in observations),
         "fit": envelope.point.as_dict(),
         "projection": project(envelope, composition, gpu_counts, target_hours),
@@ -582,15 +591,13 @@ def group_observations(observations: Iterable[Observation]) -> dict[tuple, list[
     return dict(groups)
 
 
-def projected_hours(
-    records: Iterable[Mapping], composition: Mapping[str, float], gpus: int, datasets: Mapping | None = None
-) -> float:
+def projected_hours(records: Iterable[Mapping], composition: Mapping[str, float], gpus: int) -> float:
     """Point projection, in hours, of ``composition`` on ``gpus`` GPUs from RunRecord dicts of one group.
 
     For the suites' ``track_projected_hours``. Records that cannot teach a cost are ignored; NaN when
     none can (asv shows NaN as n/a).
     """
-    observations, _ = observations_from_records(((str(i), r) for i, r in enumerate(records)), datasets)
+    observations, _ = observations_from_records((str(i), r) for i, r in enumerate(records))
     if not observations:
         return math.nan
     composition, _ = complete_composition(composition, [obs.composition for obs in observations])
@@ -605,8 +612,12 @@ def project_results(
     target_hours: float = DEFAULT_TARGET_HOURS,
     variant: str = "all",
     check: tuple[str, str] = ("typical", "large"),
+    chunk_size: int | None = None,
 ) -> list[dict]:
-    """Project every group (machine, commit, target, scale) of one variant onto a sample.
+    """Project every group (machine, commit, target, scale, chunk size) of one variant onto a sample.
+
+    With ``chunk_size`` only runs at that chunk size (model type) are used: reads chunked at 300 and
+    contigs at 500 cost differently per read.
 
     ``composition`` is the sample's (units it lacks are estimated from each group's runs); without one,
     a sample of FULL_SAMPLE_READS reads with the measured runs' per-read ratios. Each entry is
@@ -614,7 +625,9 @@ def project_results(
     estimated units.
     """
     gpu_counts = tuple(gpu_counts)
-    groups = group_observations(obs for obs in observations if obs.variant == variant)
+    groups = group_observations(
+        obs for obs in observations if obs.variant == variant and (not chunk_size or obs.chunk_size in (chunk_size, None))
+    )
     results = []
     for _, group in sorted(groups.items()):
         wanted = dict(composition) if composition else {"reads": float(FULL_SAMPLE_READS)}
@@ -631,25 +644,26 @@ def project_results(
 def sample_composition(
     composition_file: str | Path | None = None,
     sample: str | Path | None = None,
-    chunk_size: int = 300,
+    chunk_size: int | None = None,
     datasets_file: str | Path | None = None,
     dataset: str = "full",
-) -> tuple[dict[str, float] | None, str]:
-    """The sample to project, and where it came from: a composition file, a scan of a FASTA, or a dataset.
+) -> tuple[dict[str, float] | None, str, int | None]:
+    """The sample to project, where it came from, and its chunk size (None: any).
 
-    None (with the reason as source) when none of them gives one; ``project_results`` then falls back
-    to FULL_SAMPLE_READS reads.
+    From a composition file, a scan of a FASTA (at ``chunk_size``, default 500 as VirNucPro's), or a
+    dataset definition (its ``model_type``). The composition is None (with the reason as source) when
+    none of them gives one; ``project_results`` then falls back to FULL_SAMPLE_READS reads.
     """
     if composition_file:
-        return read_composition_file(composition_file), str(composition_file)
+        return read_composition_file(composition_file), str(composition_file), chunk_size
     if sample:
         from benchmarks.harness.datasets import count_composition  # the pipeline's own preprocessing
 
+        chunk_size = chunk_size or 500
         counts = count_composition(Path(sample), chunk_size)
         estimated = " (DNABERT tokens estimated from bases)" if counts.get("dnabert_tokens_estimated") else ""
-        return composition_of(counts), f"scan of {sample} at chunk size {chunk_size}{estimated}"
-    if datasets_file:
-        found = read_datasets(datasets_file).get(dataset)
-        if found:
-            return found, f"{datasets_file}: {dataset}"
-    return None, f"no '{dataset}' dataset definition"
+        return composition_of(counts), f"scan of {sample} at chunk size {chunk_size}{estimated}", chunk_size
+    found = read_datasets(datasets_file).get(dataset) if datasets_file else None
+    if found:
+        return found["composition"], f"{datasets_file}: {dataset}", chunk_size or found["chunk_size"]
+    return None, f"no '{dataset}' dataset definition", chunk_size

@@ -77,8 +77,12 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def gpus_label(gpus: int) -> str:
-    return f"{gpus} GPU" if gpus == 1 else f"{gpus} GPUs"
+    return plural(gpus, "GPU")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,7 +117,8 @@ def wall_seconds(record: Record) -> float | None:
 
 
 def composition(record: Record) -> Mapping:
-    return run_of(record).get("input") or {}
+    """The pipeline's count of the input, else the dataset's (a `cli` run reports none)."""
+    return run_of(record).get("input") or harness(record).get("expected") or {}
 
 
 def config_key(record: Record) -> tuple[str, int]:
@@ -683,7 +688,7 @@ def projection_markdown(group: Mapping, composition_info: Mapping) -> str:
         lines += ["> `ci` scale: tiny models on CPU. These hours exercise the machinery; they say nothing about the real pipeline.", ""]
     lines += [
         f"**{group['machine']}**, commit `{group['commit']}`, scale `{group['scale']}`, target `{group['target']}`, "
-        f"variant `{group['variant']}`: fitted on {fit['runs']} runs (datasets {', '.join(fit['datasets'])}; "
+        f"variant `{group['variant']}`, chunk size {group.get('chunk_size') or 'any'}: fitted on {plural(fit['runs'], 'run')} (datasets {', '.join(fit['datasets'])}; "
         f"GPU counts measured {', '.join(map(str, fit['measured_gpus']))}).",
         "",
         f"Sample: {fmt_count(comp.get('reads'))} reads, {fmt_count(comp.get('frames'))} frames, "
@@ -786,7 +791,7 @@ def render_markdown(report: Mapping) -> str:
     out += ["## Stage breakdown", ""]
     for row in breakdown["rows"]:
         out += [
-            f"`{row['dataset']}` on {gpus_label(row['gpus'])} ({row['runs']} runs, wall {fmt_seconds(row['wall_seconds'])} s):",
+            f"`{row['dataset']}` on {gpus_label(row['gpus'])} ({plural(row['runs'], 'run')}, wall {fmt_seconds(row['wall_seconds'])} s):",
             "",
             markdown_table(
                 ["stage", "seconds", "share"],
