@@ -51,6 +51,10 @@ def build_tree(root, samples=True, scale="gpu"):
                 peak_per_token=PEAK_PER_TOKEN[variant] if samples else 0,
             )
             write_json(folder / f"variants-typical-1gpu-{variant}-r0.json", record)
+        # a memory-suite experiment (capped memory, OOM back-offs): neither a variant nor a projection input
+        oom = synthetic_record("typical", 1000, 1, 0, 10.0, variant="oom", commit=commit, suite="memory", scale=scale,
+                               samples=samples, start=start)
+        write_json(folder / "memory-typical-1gpu-oom-r0.json", oom)
         write_json(
             root / "m1" / f"{commit[:8]}-existing.json",
             {"commit_hash": commit, "env_name": "existing", "date": date, "params": {"machine": "m1"},

@@ -299,8 +299,10 @@ def peak_memory_section(record: Record | None) -> dict:
 def variants_section(records: Sequence[Record]) -> dict:
     """Each optimisation's speed-up and peak GPU memory against ``baseline``, on one configuration.
 
-    Only the variants suite's runs when there are any: they measure every variant on the same footing.
+    Only the named optimisation variants (the memory suite's "oom", "reload", ... are experiments, not
+    variants), and only the variants suite's runs when there are any: they share one footing.
     """
+    records = [r for r in records if harness(r).get("variant") in VARIANTS]
     if any(harness(r).get("suite") == "variants" for r in records):
         records = [r for r in records if harness(r).get("suite") == "variants"]
     by_variant_config: dict[tuple[str, int], dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
@@ -316,7 +318,7 @@ def variants_section(records: Sequence[Record]) -> dict:
     base = variants.get("baseline")
     base_wall = _mean(wall_seconds(r) for r in base) if base else None
     base_memory = _mean(peak_gpu_bytes(r) for r in base) if base else None
-    order = [v for v in VARIANTS if v in variants] + sorted(v for v in variants if v not in VARIANTS)
+    order = [v for v in VARIANTS if v in variants]
     rows = []
     for variant in order:
         group = variants[variant]
