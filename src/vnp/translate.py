@@ -109,5 +109,5 @@ def _count_every_third(flags: np.ndarray, firsts: np.ndarray, counts: np.ndarray
     """sum(flags[first + 3*k] for k in range(count)) for every (first, count), from running sums per phase."""
     phases = np.zeros((3 + -(-flags.size // 3), 3), dtype=np.int32)  # row r holds positions 3r-3 .. 3r-1
     phases.ravel()[3 : 3 + flags.size] = flags
-    running = np.cumsum(phases, axis=0).ravel()  # running[p + 3] = flags[p] + flags[p - 3] + ...
+    running = np.cumsum(phases, axis=0, dtype=np.int32).ravel()  # running[p + 3] = flags[p] + flags[p - 3] + ...
     return running[firsts + 3 * counts] - running[firsts]
