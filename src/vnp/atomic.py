@@ -14,6 +14,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results should read like any other file
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
