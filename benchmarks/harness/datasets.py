@@ -28,7 +28,7 @@ GENERATOR_VERSION = 1
 BLOCK_READS = 50_000  # reads per independently seeded block: the unit of memory and of determinism
 CONTIG_LINE_WIDTH = 80
 ESM_MAX_TOKENS = 1024  # 1022 residues + BOS + EOS, as the pipeline caps them
-DNABERT_TOKENS_PER_BASE = 0.207  # BPE stand-in tokenizer: 300 bp -> ~64 tokens incl. [CLS]/[SEP]
+DNABERT_TOKENS_PER_BASE = 0.207  # without vnp's tokenizer: 300 bp -> ~64 tokens incl. [CLS]/[SEP]
 
 # Bases are coded A=0, C=1, G=2, T=3; a codon is 16*first + 4*second + third.
 LETTERS = np.frombuffer(b"ACGT", dtype=np.uint8)
@@ -235,16 +235,27 @@ def count_composition(path: Path, chunk_size: int) -> dict:
 
     Counted with the pipeline's own preprocessing (`vnp.preprocess`) when it is installed, otherwise with
     the plain original rules in `original.py`; tests check that both agree. DNABERT tokens are counted
-    with `vnp.models.tokenizers` when it offers a DNABERT-S tokenizer, else estimated from the bases.
+    with the tokenizer the pipeline uses without a DNABERT-S folder (`vnp.models.tokenizers`' stand-in
+    BPE) when it is installed, else estimated from the bases and flagged as such.
     """
     counts = {"reads": 0, "bases": 0, "chunks": 0, "chunks_with_frame": 0, "frames": 0}
-    esm_tokens = 0
-    nucleotide_lengths = []
+    count_dnabert_tokens, estimated = _dnabert_token_counter()
+    esm_tokens = dnabert_tokens = 0
     for nucleotides, proteins in _kept_frames(path, chunk_size, counts):
         esm_tokens += sum(min(len(p) + 2, ESM_MAX_TOKENS) for p in proteins)
-        nucleotide_lengths.extend(len(n) for n in nucleotides)
-    dnabert_tokens = int(np.sum(np.round(np.asarray(nucleotide_lengths) * DNABERT_TOKENS_PER_BASE) + 2))
-    return {**counts, "esm_tokens": esm_tokens, "dnabert_tokens": dnabert_tokens, "dnabert_tokens_estimated": True}
+        dnabert_tokens += count_dnabert_tokens(nucleotides)
+    return {**counts, "esm_tokens": esm_tokens, "dnabert_tokens": dnabert_tokens,
+            "dnabert_tokens_estimated": estimated}
+
+
+def _dnabert_token_counter():
+    """(count tokens of a list of nucleotide sequences, whether that count is an estimate)."""
+    try:
+        from vnp.models.tokenizers import dnabert_encode, load_dnabert_tokenizer
+    except ImportError:
+        return (lambda seqs: sum(round(len(s) * DNABERT_TOKENS_PER_BASE) + 2 for s in seqs)), True
+    tokenizer = load_dnabert_tokenizer(None)
+    return (lambda seqs: int(dnabert_encode(tokenizer, seqs)[1].sum()) if seqs else 0), False
 
 
 def _kept_frames(path: Path, chunk_size: int, counts: dict):

@@ -1,0 +1,87 @@
+"""The numbers the suites report, computed once per RunRecord. Every one is a cost: bigger is worse.
+
+A metric a run cannot have (GPU bytes of a CPU run, a stage the command does not report) is None,
+which the suites turn into NaN: asv shows it as n/a rather than as a measurement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+GPU_STAGES = ("dnabert", "esm2", "classify")
+
+
+def summarise(rec: dict, full_sample: dict | None = None) -> dict:
+    """Every metric of one RunRecord, as plain JSON-ready values."""
+    harness, run = rec["harness"], rec.get("run") or {}
+    esm_tokens = (run.get("input") or {}).get("esm_tokens") or harness["expected"]["esm_tokens"]
+    wall = harness["wall_seconds"]
+    gpu_devices = [d for s in run.get("stages") or [] if s.get("name") in GPU_STAGES
+                   for d in s.get("devices") or [] if str(d.get("device", "")).startswith("cuda")]
+    nvml_used = rec["samples"]["nvml"]["mem_used_bytes"]
+    host_rss = rec["samples"]["host"]["rss_bytes"]
+    gpu_leak, host_leak = leak_per_batch(rec)
+    return {
+        "wall_seconds": wall,
+        "seconds_per_million_esm_tokens": wall / (esm_tokens / 1e6) if esm_tokens else None,
+        "model_load_seconds": run.get("model_load_seconds"),
+        "projected_full_sample_hours": projected_hours(rec, full_sample),
+        "peak_host_rss_bytes": max(host_rss, default=None),
+        "peak_gpu_bytes_nvml": max(nvml_used, default=None),
+        "peak_gpu_allocated_bytes": max((d.get("peak_allocated_bytes") or 0 for d in gpu_devices), default=None),
+        "peak_gpu_reserved_bytes": max((d.get("peak_reserved_bytes") or 0 for d in gpu_devices), default=None),
+        "fragmentation_bytes": max(((d.get("peak_reserved_bytes") or 0) - (d.get("peak_allocated_bytes") or 0)
+                                    for d in gpu_devices), default=None),
+        "oom_backoffs": sum(d.get("oom_backoffs") or 0 for s in run.get("stages") or [] for d in s.get("devices") or []),
+        "stage_seconds": {s["name"]: s.get("seconds") for s in run.get("stages") or []},
+        "stage_peaks": {f"{p['stage']}:{p['gpu']}": p for p in rec.get("stage_peaks") or []},
+        "gpu_bytes_per_batch": gpu_leak,
+        "host_bytes_per_batch": host_leak,
+    }
+
+
+def projected_hours(rec: dict, full_sample: dict | None) -> float | None:
+    """Hours for a whole sample on the run's GPU count, by the projection's cost model fitted on this run."""
+    if not full_sample:
+        return None
+    with contextlib.suppress(Exception):  # the projection refuses runs it cannot learn from
+        from benchmarks.harness.projection import projected_hours as project
+
+        hours = project([rec], full_sample, rec["harness"]["gpus"])
+        return None if math.isnan(hours) else hours
+    return None
+
+
+def leak_per_batch(rec: dict) -> tuple[float | None, float | None]:
+    """Growth of GPU memory (NVML, first GPU) and host RSS per batch over the second half of the GPU work.
+
+    The first half is left out: allocator caches and the models fill memory there by design. Slopes come
+    from a least-squares line over time, turned into bytes per batch with the run's batch rate.
+    """
+    run = rec.get("run") or {}
+    stages = [s for s in run.get("stages") or [] if s.get("name") in GPU_STAGES and s.get("start") and s.get("end")]
+    batches = sum(d.get("batches") or 0 for s in stages for d in s.get("devices") or [])
+    if not stages or not batches:
+        return None, None
+    start, end = min(s["start"] for s in stages), max(s["end"] for s in stages)
+    devices = max(len(s.get("devices") or []) for s in stages) or 1
+    seconds_per_batch = (end - start) * devices / batches
+    window = ((start + end) / 2, end)
+    nvml, host = rec["samples"]["nvml"], rec["samples"]["host"]
+    on_first_gpu = [g == 0 for g in nvml["gpu"]]
+    gpu = _slope(nvml["t"], nvml["mem_used_bytes"], window, on_first_gpu)
+    rss = _slope(host["t"], host["rss_bytes"], window, None)
+    return (None if gpu is None else gpu * seconds_per_batch, None if rss is None else rss * seconds_per_batch)
+
+
+def _slope(t, values, window, keep) -> float | None:
+    t, values = np.asarray(t, dtype=float), np.asarray(values, dtype=float)
+    chosen = (t >= window[0]) & (t <= window[1])
+    if keep is not None:
+        chosen &= np.asarray(keep, dtype=bool)
+    if chosen.sum() < 5:
+        return None
+    return float(np.polyfit(t[chosen] - window[0], values[chosen], 1)[0])

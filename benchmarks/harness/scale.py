@@ -1,0 +1,68 @@
+"""Benchmark scales (`VNP_BENCH_SCALE`): which models, datasets, devices and time limits a run gets.
+
+The suites' parameters never change with the scale (asv keeps one parameter grid per benchmark); a
+scale maps each dataset *role* (typical, large, contigs, subset1m, full) to a concrete dataset, or leaves
+it out, and a combination left out is skipped. Results of different scales never mix because the
+scale is part of asv's environment name (`env_nobuild` matrix in asv.conf.json).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+ROLES = ("typical", "large", "contigs", "subset1m", "full")
+GPU_COUNTS = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    model_size: str  # vnp --model-size
+    on_gpu: bool  # False: every run on the CPU, and "1 GPU" means the CPU
+    datasets: dict  # role -> dataset name
+    all_gpus_only: tuple = ()  # roles run only with every GPU of the host (a whole sample on one GPU takes days)
+    timed_roles: tuple = ()  # roles whose end-to-end run asv also times (time_predict): one more run each
+    fixed_limit_s: float = 600.0  # per pipeline run: start-up, model load, ...
+    esm_tokens_per_s_floor: float = 5000.0  # ... plus ESM tokens at the slowest plausible speed
+    variants_role: str = "typical"
+    leak_role: str = "large"
+    oom_options: dict = field(default_factory=dict)  # how the OOM back-off benchmark provokes OOMs
+
+    def run_limit_s(self, esm_tokens: int) -> float:
+        """Wall-clock limit of one pipeline run: a run that takes longer is killed and fails."""
+        return self.fixed_limit_s + esm_tokens / self.esm_tokens_per_s_floor
+
+
+SCALES = {
+    "ci": Scale(
+        name="ci", model_size="tiny", on_gpu=False,
+        datasets={"typical": "tiny", "large": "small", "contigs": "tiny_contigs"},
+        timed_roles=("typical", "large", "contigs"),
+        fixed_limit_s=300.0, esm_tokens_per_s_floor=2000.0, leak_role="large",
+        # On the CPU nothing runs out of memory: inject OOMs into batches 3 and 7 of each worker.
+        oom_options={"env": {"VNP_FAULT_OOM": "3,7"}, "flags": {"token_budget": 2048}},
+    ),
+    "gpu": Scale(
+        name="gpu", model_size="full", on_gpu=True,
+        datasets={"typical": "typical", "large": "large", "contigs": "contigs"},
+        timed_roles=("typical", "contigs"),
+        # Cap torch at 12% of each GPU (~17 GB of an H200: the 3B model plus little room) under a large
+        # token budget, so real allocations fail and the pipeline must halve its batches.
+        oom_options={"env": {}, "flags": {"token_budget": 262144, "max_memory_fraction": 0.12}},
+    ),
+    "full": Scale(
+        name="full", model_size="full", on_gpu=True,
+        datasets={"typical": "typical", "large": "large", "contigs": "contigs", "subset1m": "subset1m", "full": "full"},
+        all_gpus_only=("full",),
+        timed_roles=("typical", "contigs"),
+        oom_options={"env": {}, "flags": {"token_budget": 262144, "max_memory_fraction": 0.12}},
+    ),
+}
+
+
+def current() -> Scale:
+    name = os.environ.get("VNP_BENCH_SCALE", "ci")
+    if name not in SCALES:
+        raise ValueError(f"VNP_BENCH_SCALE={name!r}: expected one of {', '.join(SCALES)}")
+    return SCALES[name]

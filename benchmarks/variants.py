@@ -1,0 +1,52 @@
+"""The optimisations one at a time: the original's way (baseline: fp32, math attention, padded batches,
+models reloaded per part), baseline plus one switch, and everything on (the pipeline's defaults). On one
+GPU, on the scale's typical dataset, back to back: seconds and peak GPU bytes each."""
+
+from benchmarks.harness import runs
+from benchmarks.harness.suite import SCALE, PipelineSuite, value
+
+BASELINE = {"variant": "baseline"}
+# asv parameter -> (record label, as the report names variants; options that differ from the defaults)
+VARIANTS = {
+    "baseline": ("baseline", BASELINE),
+    "+sdpa": ("sdpa", {**BASELINE, "attention": "sdpa"}),
+    "+bf16": ("bf16", {**BASELINE, "precision": "bf16"}),
+    "+packing": ("packing", {**BASELINE, "packing": True}),
+    "+persistent-models": ("persistent", {**BASELINE, "persistent_models": True}),
+    "all": ("all", {}),
+}
+
+
+def variant_run(variant: str) -> runs.RunSpec:
+    if variant == "+bf16" and not SCALE.on_gpu:
+        raise NotImplementedError("bf16 needs a GPU")
+    label, options = VARIANTS[variant]
+    return runs.RunSpec.make("variants", SCALE.variants_role, 1, label, options)
+
+
+class Variants(PipelineSuite):
+    """Cost of each configuration; compare a row with `baseline` and `all` for what one switch buys."""
+
+    params = (list(VARIANTS),)
+    param_names = ("variant",)
+    version = "1"
+
+    def setup(self, memo, variant):
+        self.metrics = self.run(memo, variant_run(variant))
+
+    def track_seconds(self, memo, variant):
+        return value(self.metrics["wall_seconds"])
+
+    track_seconds.unit = "s"
+
+    def track_peak_gpu_allocated_bytes(self, memo, variant):
+        """torch's peak allocated bytes over the GPU stages (n/a on the CPU)."""
+        return value(self.metrics["peak_gpu_allocated_bytes"])
+
+    track_peak_gpu_allocated_bytes.unit = "bytes"
+
+    def track_peak_gpu_bytes(self, memo, variant):
+        """NVML's peak memory used (n/a without a GPU)."""
+        return value(self.metrics["peak_gpu_bytes_nvml"])
+
+    track_peak_gpu_bytes.unit = "bytes"
