@@ -89,8 +89,12 @@ def device_options(spec: RunSpec, scale: scales.Scale) -> dict:
     return {"gpus": list(range(spec.gpus))}
 
 
-def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Target | None = None) -> dict:
-    """Run `spec` once, measured and validated; return its RunRecord (also written to disk)."""
+def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Target | None = None,
+            sampling: bool = True) -> dict:
+    """Run `spec` once, measured and validated; return its RunRecord (also written to disk).
+
+    `sampling=False` runs without the NVML and psutil samplers (to measure what they cost).
+    """
     scale = scale or scales.current()
     target = target or targets.current()
     if spec.role not in scale.datasets:
@@ -117,7 +121,6 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
 
     limit = scale.run_limit_s(data.composition["esm_tokens"])
     interval = float(os.environ.get("VNP_BENCH_SAMPLER_INTERVAL", "0.1"))
-    sampling = os.environ.get("VNP_BENCH_SAMPLER", "1") != "0"
     env = {**os.environ, **dict(spec.env)}
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA numbers GPUs as NVML (the sampler) does
     workdir.mkdir(parents=True, exist_ok=True)

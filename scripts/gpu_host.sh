@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Benchmarks on an offline GPU host whose system Python has torch and CUDA (recipe: scripts/gpu_host.md).
+#
+#   scripts/gpu_host.sh wheelhouse              # where pip works: wheels of what the host lacks, into .whl/
+#   scripts/gpu_host.sh setup                   # on the host: .bench-venv (system site-packages + the wheels)
+#   scripts/gpu_host.sh run [gpu|full] [ARGS]   # asv run at that scale (default gpu) on HEAD, then publish
+#   scripts/gpu_host.sh gate BASE [HEAD] [ARGS] # asv continuous: exit 1 if HEAD is slower than BASE
+#   scripts/gpu_host.sh publish                 # rebuild html/ from results/
+#
+# Environment: VNP_WHEELHOUSE (default .whl), VNP_HOST_PYTHON (the host's Python with torch, default
+# python3), VNP_HOST_PY_VERSION and VNP_HOST_PLATFORM (for `wheelhouse` on another machine, e.g. 3.12 and
+# manylinux2014_x86_64), VNP_BENCH_MACHINE (asv machine name, default the short host name),
+# VNP_BENCH_COMMITS (asv range for `run`, default HEAD^!).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=${VNP_WHEELHOUSE:-.whl}
+VENV=.bench-venv
+HOST_PYTHON=${VNP_HOST_PYTHON:-python3}
+# What the harness needs on top of torch/numpy: asv and its runner, the samplers, the datasets and vnp's own
+# pure-Python dependencies; pip adds their dependencies (virtualenv, json5, tabulate, ...).
+PACKAGES=(asv==0.6.6 asv-runner==0.3.2 pympler build setuptools wheel packaging pyproject_hooks
+          psutil nvidia-ml-py biopython tokenizers safetensors tqdm)
+
+bench_env() {  # offline pip for asv's per-commit environments, the bench venv's Python for everything
+  export PIP_NO_INDEX=1 PIP_FIND_LINKS=$(realpath "$WHEELS")
+  export VNP_BENCH_PYTHON=$VENV/bin/python VNP_BENCH_MACHINE=${VNP_BENCH_MACHINE:-$(hostname -s)}
+  [ -x "$VNP_BENCH_PYTHON" ] || { echo "gpu_host: run '$0 setup' first" >&2; exit 1; }
+}
+
+env_name() {
+  echo "sysvenv-py$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-VNP_BENCH_SCALE$1"
+}
+
+case "${1:-}" in
+  wheelhouse)
+    mkdir -p "$WHEELS"
+    target=()
+    [ -n "${VNP_HOST_PY_VERSION:-}" ] && target+=(--python-version "$VNP_HOST_PY_VERSION")
+    [ -n "${VNP_HOST_PLATFORM:-}" ] && target+=(--platform "$VNP_HOST_PLATFORM")
+    "$HOST_PYTHON" -m pip download --only-binary=:all: -d "$WHEELS" "${target[@]}" "${PACKAGES[@]}"
+    echo "gpu_host: $(ls "$WHEELS" | wc -l) wheels in $WHEELS; carry them to the GPU host with the repository"
+    ;;
+  setup)
+    "$HOST_PYTHON" -c "import torch; print(f'gpu_host: torch {torch.__version__}, CUDA {torch.version.cuda}')"
+    if [ ! -x "$VENV/bin/python" ]; then
+      # Without ensurepip (Debian's python3 without python3-venv) the venv uses the system's pip.
+      if "$HOST_PYTHON" -c "import ensurepip" 2>/dev/null; then pip_opt=(); else pip_opt=(--without-pip); fi
+      "$HOST_PYTHON" -m venv --system-site-packages "${pip_opt[@]}" "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install --no-index --find-links "$WHEELS" "${PACKAGES[@]}"
+    "$VENV/bin/python" -c "import asv, asv_runner, torch, psutil, pynvml, Bio; print('gpu_host: bench venv ready')"
+    ;;
+  run)
+    bench_env
+    scale=${2:-gpu}
+    shift $(( $# < 2 ? $# : 2 ))
+    VNP_BENCH_SCALE=$scale scripts/bench.sh "$@"
+    ;;
+  gate)
+    bench_env
+    base=${2:?usage: $0 gate BASE [HEAD] [asv continuous args]}
+    head=${3:-HEAD}
+    shift $(( $# < 3 ? $# : 3 ))
+    "$VNP_BENCH_PYTHON" -m benchmarks.harness.host --write
+    # Exit 1 when a benchmark got worse by more than --factor (default here 1.1) or newly fails, 2 when
+    # one fails to run; the table names the regressed benchmarks.
+    VNP_BENCH_SCALE=gpu "$VNP_BENCH_PYTHON" -m asv continuous --machine "$VNP_BENCH_MACHINE" -E "$(env_name gpu)" \
+      --launch-method spawn --factor 1.1 "$@" "$base" "$head"
+    ;;
+  publish)
+    bench_env
+    "$VNP_BENCH_PYTHON" -m asv publish
+    ;;
+  *)
+    sed -n '2,12p' "$0"
+    exit 2
+    ;;
+esac
