@@ -122,3 +122,17 @@ def test_full_configuration_has_the_published_size():
     full = DNABERT(DNABERT_CONFIGS["dnabert-s"], device="meta")
     # models.md B1: 116.48M parameters without the pooler
     assert sum(p.numel() for p in full.parameters()) == pytest.approx(116.48e6, rel=0.002)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_cuda_stays_close(model, dtype):
+    seqs = random_ids(4)
+    model.attention = "sdpa"
+    expected = model.embed_packed(*packed(seqs))
+    half = DNABERT(CONFIG, device="cuda", dtype=dtype).eval()
+    half.load_state_dict(model.state_dict())
+    ids, cu, longest = packed(seqs)
+    got = half.embed_packed(ids.cuda(), cu, longest).cpu()
+    assert torch.nn.functional.cosine_similarity(got, expected, dim=1).min() > 0.99

@@ -1,6 +1,7 @@
 """Weight loading: every supported layout round-trips, every broken file gives its one-line error."""
 
 import argparse
+import json
 import re
 import sys
 
@@ -100,6 +101,22 @@ def test_esm_layouts_round_trip(tmp_path, esm_state, layout):
     assert_same_tensors(load_esm2(str(path), "tiny", CPU, F32).model, esm_state)
 
 
+def test_esm_sharded_transformers_folder(tmp_path, esm_state):
+    hf = to_hf(esm_state)
+    keys = sorted(hf)
+    weight_map = {}
+    for number, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2:])):
+        name = f"model-0000{number + 1}-of-00002.safetensors"
+        save_file({k: hf[k] for k in part}, tmp_path / name)
+        weight_map.update(dict.fromkeys(part, name))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "config.json").write_text(json.dumps({"num_attention_heads": 4}))
+    assert_same_tensors(load_esm2(str(tmp_path), "tiny", CPU, F32).model, esm_state)
+    (tmp_path / "config.json").write_text(json.dumps({"num_attention_heads": 8}))
+    with pytest.raises(WeightsError, match=r"has 8 attention heads, expected 4 \(tiny\)"):
+        load_esm2(str(tmp_path), "tiny", CPU, F32)
+
+
 def test_esm_config_is_inferred_from_shapes(tmp_path, esm_state):
     path = tmp_path / "esm2.safetensors"
     save_file(esm_state, path)
@@ -152,6 +169,13 @@ def test_truncated_files(tmp_path, esm_state, name, save):
     save(esm_state, path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(WeightsError, match=re.escape(name) + r": not a readable .*truncated or corrupt"):
+        load_esm2(str(path), "tiny", CPU, F32)
+
+
+def test_garbage_is_corrupt_not_untrusted(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"not a checkpoint" * 8)
+    with pytest.raises(WeightsError, match=r"garbage\.pt: not a readable PyTorch file"):
         load_esm2(str(path), "tiny", CPU, F32)
 
 
@@ -237,7 +261,7 @@ def test_dnabert_folder_errors(tmp_path, dnabert_state, tokenizer_json):
     with pytest.raises(WeightsError, match=r"tokenizer\.json: cannot read"):
         load_dnabert(str(folder), "tiny", CPU, F32)
     (folder / "model.safetensors").unlink()
-    with pytest.raises(WeightsError, match="neither model.safetensors nor pytorch_model.bin"):
+    with pytest.raises(WeightsError, match="has no model.safetensors or pytorch_model.bin"):
         load_dnabert(str(folder), "tiny", CPU, F32)
 
 

@@ -68,34 +68,36 @@ class LengthGroup:
 class PackedLayout:
     """Sequences concatenated along the token axis, bounded by ``cu_seqlens`` (B+1 offsets).
 
-    Pass ``cu_seqlens`` on the CPU to avoid a device sync: the grouping is computed on the host.
+    The length grouping is planned on the host: pass ``cu_seqlens`` on the CPU to spare a device sync.
     """
 
     def __init__(self, cu_seqlens: torch.Tensor, max_seqlen: int, device: torch.device):
-        cu = np.asarray(cu_seqlens.detach().to("cpu", torch.int64).numpy())
+        cu = cu_seqlens.detach().to("cpu", torch.int64).numpy()
         lengths = np.diff(cu)
         if len(lengths) == 0 or cu[0] != 0 or (lengths <= 0).any():
             raise ValueError("cu_seqlens must start at 0 and increase strictly")
         if int(max_seqlen) < int(lengths.max()):
             raise ValueError(f"max_seqlen {max_seqlen} is below the longest sequence ({lengths.max()})")
-        starts = cu[:-1]
         self.num_seqs = len(lengths)
         self.num_tokens = int(cu[-1])
         self.max_seqlen = int(lengths.max())
         self.cu_seqlens = cu_seqlens.to(device=device, dtype=torch.int32)
-        self.positions = torch.from_numpy(np.arange(self.num_tokens) - np.repeat(starts, lengths)).to(device)
-        self.groups = [self._group(int(length), lengths, starts, device) for length in np.unique(lengths)]
+        # position within its own sequence: rotary restarts at every BOS (built on the device, no copy)
+        offsets = self.cu_seqlens.to(torch.int64)
+        self.positions = torch.arange(self.num_tokens, device=device) - torch.repeat_interleave(
+            offsets[:-1], offsets.diff(), output_size=self.num_tokens)
+        self.groups = [self._group(int(length), lengths, cu[:-1], device) for length in np.unique(lengths)]
 
     @staticmethod
     def _group(length: int, lengths: np.ndarray, starts: np.ndarray, device) -> LengthGroup:
         seqs = np.flatnonzero(lengths == length)
         count = len(seqs)
-        if seqs[-1] - seqs[0] == count - 1:  # consecutive sequences: a contiguous run of tokens
+        if seqs[-1] - seqs[0] == count - 1:  # consecutive sequences: a contiguous run of tokens, a view
             first = int(starts[seqs[0]])
             return LengthGroup(length, count, slice(int(seqs[0]), int(seqs[-1]) + 1),
                                slice(first, first + count * length))
         tokens = (starts[seqs][:, None] + np.arange(length)).reshape(-1)
-        return LengthGroup(length, count, torch.from_numpy(seqs).to(device), torch.from_numpy(tokens).to(device))
+        return LengthGroup(length, count, _to_device(seqs, device), _to_device(tokens, device))
 
     def mean(self, x: torch.Tensor, skip_ends: bool) -> torch.Tensor:
         """Float32 mean of each sequence's rows of ``x`` [N, E]; ``skip_ends`` drops the first and last token."""
@@ -127,6 +129,13 @@ class PaddedLayout:
         weights = keep.to(torch.float32).unsqueeze(-1)
         rows = x.view(self.batch, self.width, -1).to(torch.float32)
         return (rows * weights).sum(dim=1) / weights.sum(dim=1)
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":  # pinned, so the copy does not wait for the work queued before it
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 # -- kernels -----------------------------------------------------------------------------------

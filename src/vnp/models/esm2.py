@@ -1,8 +1,8 @@
 """ESM-2 (fair-esm ``esm.model.esm2.ESM2``) for inference on packed sequences.
 
-The same computation as fair-esm, token for token: pre-LN layers, q scaled before rotary, rotary
-positions counted from each sequence's BOS, softmax in float32, the token-dropout scale 0.88, the final
-``emb_layer_norm_after``. Parameter names are fair-esm's (after its ``encoder.`` prefix), so a fair-esm
+The same computation as fair-esm, token for token: pre-LN layers, q scaled by head_dim ** -0.5, rotary
+positions counted from each sequence's BOS (angles in float32), attention softmax in float32, the
+token-dropout scale 0.88, the final ``emb_layer_norm_after``. Parameter names are fair-esm's (after its ``encoder.`` prefix), so a fair-esm
 state dict loads as is; the LM and contact heads are left out (inference needs neither).
 """
 
@@ -51,7 +51,7 @@ ESM2_CONFIGS = {c.name: c for c in (
 
 
 class RotaryEmbedding(nn.Module):
-    """Non-interleaved (rotate-half) rotary embedding; cos/sin and the rotation in float32."""
+    """Rotate-half (non-interleaved) rotary embedding; the angles are always computed in float32."""
 
     def __init__(self, head_dim: int, device=None):
         super().__init__()
@@ -65,17 +65,22 @@ class RotaryEmbedding(nn.Module):
         exponent = torch.arange(0, dim, 2, dtype=torch.float32, device=self.inv_freq.device) / dim
         self.inv_freq.copy_(1.0 / (10000**exponent))
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
-        freqs = positions[:, None].to(torch.float32) * self.inv_freq.to(torch.float32)[None, :]
-        angles = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # [N, 1, D]
-        cos, sin = angles.cos(), angles.sin()
+    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype):
+        """cos and sin [N, 1, D/2] of each token's angles: computed in float32 (positions above 256 are not
+        exact in bf16), then cast to the activations' dtype so the rotation runs in fast same-dtype kernels."""
+        angles = positions[:, None].to(torch.float32) * self.inv_freq.to(torch.float32)[None, :]
+        return angles.cos().to(dtype)[:, None, :], angles.sin().to(dtype)[:, None, :]
 
-        def rotate(x: torch.Tensor) -> torch.Tensor:
-            x32 = x.to(torch.float32)
-            first, second = x32.chunk(2, dim=-1)
-            return (x32 * cos + torch.cat((-second, first), dim=-1) * sin).to(x.dtype)
 
-        return rotate(q), rotate(k)
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """[x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin] (fair-esm's x cos + rotate_half(x) sin), in place
+    into one new tensor: rotary is memory-bound, so no temporaries."""
+    x1, x2 = x.chunk(2, dim=-1)
+    out = torch.empty_like(x)
+    out1, out2 = out.chunk(2, dim=-1)
+    torch.mul(x1, cos, out=out1).addcmul_(x2, sin, value=-1)
+    torch.mul(x2, cos, out=out2).addcmul_(x1, sin)
+    return out
 
 
 class SelfAttention(nn.Module):
@@ -92,11 +97,11 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, layout, backend: str) -> torch.Tensor:
         shape = (x.shape[0], self.num_heads, self.head_dim)
-        q = (self.q_proj(x) * self.scaling).view(shape)  # fair-esm scales q before rotary
-        k = self.k_proj(x).view(shape)
-        v = self.v_proj(x).view(shape)
-        q, k = self.rot_emb(q, k, layout.positions)
-        out = attention(q, k, v, layout, backend, scale=1.0)
+        cos, sin = self.rot_emb.cos_sin(layout.positions, x.dtype)
+        # fair-esm scales q by head_dim ** -0.5 before rotary; rotary is linear, so the scale rides on cos/sin
+        q = rotate(self.q_proj(x).view(shape), cos * self.scaling, sin * self.scaling)
+        k = rotate(self.k_proj(x).view(shape), cos, sin)
+        out = attention(q, k, self.v_proj(x).view(shape), layout, backend, scale=1.0)
         return self.out_proj(out.reshape(x.shape))
 
 

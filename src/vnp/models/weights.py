@@ -8,7 +8,8 @@ mismatched file is one ``WeightsError`` line naming the file and the first bad k
 Layouts read:
 - ESM-2: a fair-esm ``.pt`` (``{"model": state_dict, "cfg": ...}``; its pickled config needs
   ``trust_pickle``), a transformers ``EsmForMaskedLM``/``EsmModel`` ``.bin`` or ``.safetensors`` (with or
-  without ``esm.``, one rotary ``inv_freq`` or one per layer), or our own names (= fair-esm's).
+  without ``esm.``, one rotary ``inv_freq`` or one per layer; a file, or a folder with one file or
+  shards and their index), or our own names (= fair-esm's).
 - DNABERT-S: a transformers folder (``config.json``, ``model.safetensors`` or ``pytorch_model.bin``,
   ``tokenizer.json``), keys with or without ``bert.``.
 - Classifier: a state dict (``.pt``/``.pth``, read with ``weights_only=True``) or ``.safetensors``;
@@ -84,6 +85,35 @@ def read_tensors(path: str | Path, *, trust_pickle: bool = False) -> TensorFile:
     return TensorFile(path, {k: tuple(v.shape) for k, v in obj.items()}, obj.__getitem__, meta)
 
 
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # a transformers folder's, in preference order
+
+
+def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> TensorFile:
+    """A weights file, or a transformers folder: its weights file, or the shards its index lists."""
+    path = Path(path)
+    if not path.is_dir():
+        return read_tensors(path, trust_pickle=trust_pickle)
+    for name in WEIGHT_FILES:
+        if (path / name).is_file():
+            return read_tensors(path / name, trust_pickle=trust_pickle)
+        if (path / f"{name}.index.json").is_file():
+            return _read_shards(path / f"{name}.index.json", trust_pickle)
+    raise WeightsError(f"{path}: has no {' or '.join(WEIGHT_FILES)} (nor a sharded index of one)")
+
+
+def _read_shards(index: Path, trust_pickle: bool) -> TensorFile:
+    try:
+        shard_names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise WeightsError(f"{index}: not a readable shard index: {_first_line(error)}") from None
+    owner: dict[str, TensorFile] = {}
+    for name in shard_names:
+        shard = read_tensors(index.parent / name, trust_pickle=trust_pickle)
+        owner.update(dict.fromkeys(shard.shapes, shard))
+    return TensorFile(index, {key: shard.shapes[key] for key, shard in owner.items()},
+                      lambda key: owner[key].get(key))
+
+
 def _read_safetensors(path: Path) -> TensorFile:
     from safetensors import safe_open
 
@@ -109,7 +139,7 @@ def _torch_load(path: Path, trust_pickle: bool, pickle_module=None):
                 raise
             return torch.load(path, **kwargs)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
+        if re.search(r"Unsupported (global|class)", str(error)):  # refused a pickled object, not corrupt
             raise WeightsError(f"{path}: holds pickled Python objects, not only tensors; {TRUST_HINT}") from None
         raise WeightsError(f"{path}: not a readable PyTorch file (truncated or corrupt?): "
                            f"{_first_line(error)}") from None
@@ -269,12 +299,13 @@ def esm2_config(name: str) -> ESM2Config:
 
 def load_esm2(path: str | None, config: str | None, device, dtype, *, trust_pickle: bool = False,
               seed: int = 0) -> Loaded:
-    """ESM-2 from ``path`` (any supported layout), or seeded random weights of ``config`` for None."""
+    """ESM-2 from ``path`` (a file or a transformers folder, any supported layout), or for None seeded
+    random weights of ``config``. ``config`` None infers the configuration from the file's shapes."""
     started = time.perf_counter()
     if path is None:
         model = random_init_(_build(ESM2, esm2_config(config), device, dtype), seed)
         return _ready(model, True, None, started, device)
-    source = _esm_names(read_tensors(path, trust_pickle=trust_pickle))
+    source = _esm_names(read_checkpoint(path, trust_pickle=trust_pickle))
     cfg = _esm_config(source, config)
     model = _build(ESM2, cfg, device, dtype)
     _check(model, source, optional=lambda key: key.endswith("rot_emb.inv_freq"), label=f" ({cfg.name})")
@@ -346,12 +377,9 @@ def load_dnabert(directory: str | None, config: str, device, dtype, *, seed: int
     if not folder.is_dir():
         raise WeightsError(f"{folder}: no such folder (expected a DNABERT-S folder with config.json, "
                            "model.safetensors or pytorch_model.bin, and tokenizer.json)")
-    files = [folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()]
-    if not files:
-        raise WeightsError(f"{folder}: has neither model.safetensors nor pytorch_model.bin")
     cfg = _dnabert_folder_config(folder, expected)
+    source = read_checkpoint(folder).renamed(_dnabert_names)
     tokenizer = load_dnabert_tokenizer(folder)
-    source = read_tensors(files[0]).renamed(_dnabert_names)
     model = _build(DNABERT, cfg, device, dtype)
     _check(model, source, label=f" ({cfg.name})")
     _fill(model, source)
