@@ -48,10 +48,11 @@ def alibi_slopes(num_heads: int) -> tuple[float, ...]:
 @functools.lru_cache(maxsize=256)
 def alibi_bias(slopes: tuple[float, ...], length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The symmetric bias ``-slope_h * |i - j|`` as ``(1, H, L, L)``; built in float32 like the original."""
-    position = torch.arange(length, device=device)
-    distance = (position[None, :] - position[:, None]).abs()
-    slope = torch.tensor(slopes, dtype=torch.float32, device=device)
-    return (slope[:, None, None] * -distance).unsqueeze(0).to(dtype)
+    with torch.inference_mode(False):  # cached: must stay usable outside inference mode too
+        position = torch.arange(length, device=device)
+        distance = (position[None, :] - position[:, None]).abs()
+        slope = torch.tensor(slopes, dtype=torch.float32, device=device)
+        return (slope[:, None, None] * -distance).unsqueeze(0).to(dtype)
 
 
 # -- layouts -----------------------------------------------------------------------------------
