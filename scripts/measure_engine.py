@@ -56,7 +56,12 @@ def load(stage: str, model_size: str, worker):
     return model, tokenizer, time.perf_counter() - t0
 
 
-def throughput(args, stage, precision, attention, packing, budget, sequences, models):
+def throughput(args, stage, precision, attention, packing, budget, sequences, models, sdpa=None):
+    import os
+
+    os.environ.pop(f"VNP_SDPA_{stage.upper()}", None)
+    if sdpa:
+        os.environ[f"VNP_SDPA_{stage.upper()}"] = sdpa
     worker = make_worker(args.device, precision, attention, packing, budget)
     key = (stage, precision)
     if key not in models:
@@ -80,11 +85,19 @@ def throughput(args, stage, precision, attention, packing, budget, sequences, mo
     stats = worker.stages[stage]
     peak = int(worker.torch.cuda.max_memory_allocated(worker.device)) if worker.is_cuda else 0
     rates = [stats.tokens / s for s in seconds]
-    return {"stage": stage, "precision": precision, "attention": attention, "packing": packing,
+    return {"stage": stage, "precision": precision, "attention": attention, "packing": packing, "sdpa": sdpa,
             "token_budget": worker.budget[stage], "sequences": len(sequences), "tokens": stats.tokens,
             "padding_tokens": stats.padding_tokens, "batches": stats.batches, "seconds": seconds,
             "tokens_per_second_median": statistics.median(rates), "tokens_per_second_min": min(rates),
             "tokens_per_second_max": max(rates), "peak_allocated_bytes": peak, "model_load_seconds": load_seconds}
+
+
+def cast_parameters(model, dtype):
+    """A copy with its parameters in ``dtype``; buffers (rotary inv_freq) stay float32, as the loaders keep them."""
+    clone = copy.deepcopy(model)
+    for parameter in clone.parameters():
+        parameter.data = parameter.data.to(dtype)
+    return clone
 
 
 def fidelity(args, proteins, nucleotides):
@@ -110,8 +123,8 @@ def fidelity(args, proteins, nucleotides):
     for precision in args.low_precisions:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
         worker = make_worker(args.device, precision, "sdpa", True, None)
-        worker.attach("esm2", copy.deepcopy(esm).to(dtype))  # rounded copies; the fp32 originals stay
-        worker.attach("dnabert", copy.deepcopy(dnabert.model).to(dtype), tokenizer)
+        worker.attach("esm2", cast_parameters(esm, dtype))  # rounded copies; the fp32 originals stay
+        worker.attach("dnabert", cast_parameters(dnabert.model, dtype), tokenizer)
         with torch.inference_mode():
             low_esm = worker.embed("esm2", proteins)
             low_dna = worker.embed("dnabert", nucleotides)
@@ -137,7 +150,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fidelity-frames", type=int, default=2048)
     parser.add_argument("--low-precisions", nargs="*", default=["bf16", "fp16"])
-    parser.add_argument("--grid", default="default", choices=("default", "budgets", "none"))
+    parser.add_argument("--grid", default="default", choices=("default", "budgets", "kernels", "none"))
     parser.add_argument("--quick", action="store_true", help="few frames, one repeat (a smoke test)")
     parser.add_argument("--out", help="write the JSON here as well as to stdout")
     args = parser.parse_args()
@@ -166,16 +179,26 @@ def main() -> int:
         ],
         "budgets": [("esm2", fast, "sdpa", True, b) for b in (8192, 16384, 32768, 65536, 131072)]
                    + [("dnabert", fast, "sdpa", True, b) for b in (16384, 65536, 262144)],
+        "kernels": [("esm2", fast, "sdpa", True, None, "CUDNN_ATTENTION"),
+                    ("esm2", fast, "sdpa", True, None, "FLASH_ATTENTION"),
+                    ("esm2", fast, "sdpa", True, None, "EFFICIENT_ATTENTION"),
+                    ("esm2", fast, "varlen", True, None),
+                    ("esm2", fast, "sdpa", True, 131072, "FLASH_ATTENTION"),
+                    ("dnabert", fast, "sdpa", True, None, "CUDNN_ATTENTION"),
+                    ("dnabert", fast, "sdpa", True, None, "EFFICIENT_ATTENTION"),
+                    ("dnabert", fast, "math", True, None),
+                    ("dnabert", fast, "sdpa", True, 262144, "EFFICIENT_ATTENTION"),
+                    ("dnabert", fast, "math", True, 262144)],
         "none": [],
     }[args.grid]
     if cpu:
-        grid = [g for g in grid if g[1] == "fp32" and g[2] != "varlen"]
+        grid = [g for g in grid if g[1] == "fp32" and g[2] != "varlen" and len(g) == 5]
     grid.sort(key=lambda g: (g[0], g[1]))  # reuse each loaded model for all its measurements
     models: dict = {}
-    for stage, precision, attention, packing, budget in grid:
+    for stage, precision, attention, packing, budget, *sdpa in grid:
         sequences = proteins if stage == "esm2" else nucleotides
         try:
-            result = throughput(args, stage, precision, attention, packing, budget, sequences, models)
+            result = throughput(args, stage, precision, attention, packing, budget, sequences, models, *sdpa)
         except Exception as error:  # record and carry on: one failing switch must not cost the whole run
             result = {"stage": stage, "precision": precision, "attention": attention, "packing": packing,
                       "error": f"{type(error).__name__}: {error}"}

@@ -202,7 +202,7 @@ class Worker:
         out = torch.empty((len(sequences), model_output_dim(model)), dtype=torch.float32, device=self.device)
         pad = getattr(model, "pad_id", 0)
         start = 0
-        with torch.inference_mode():
+        with torch.inference_mode(), sdpa_backends(stage):
             while start < len(order):
                 end = next_batch_end(sorted_lengths, start, self.budget[stage], padded=not self.config.packing)
                 rows = order[start:end]
@@ -324,6 +324,22 @@ class Worker:
             "ended_at": time.time(),
             "stages": {name: asdict(s) for name, s in self.stages.items()},
         }
+
+
+# Which fused SDPA kernels each model may use (torch picks among them). Overridable for measurements,
+# e.g. VNP_SDPA_DNABERT=EFFICIENT_ATTENTION or VNP_SDPA_ESM2=CUDNN_ATTENTION,FLASH_ATTENTION.
+SDPA_BACKENDS = {"esm2": None, "dnabert": None}  # None: torch's default choice
+
+
+def sdpa_backends(stage: str):
+    import contextlib
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    names = os.environ.get(f"VNP_SDPA_{stage.upper()}") or SDPA_BACKENDS.get(stage)
+    if not names:
+        return contextlib.nullcontext()
+    return sdpa_kernel([getattr(SDPBackend, n.strip()) for n in names.split(",")] + [SDPBackend.MATH])
 
 
 def model_output_dim(model) -> int:

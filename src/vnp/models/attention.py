@@ -88,6 +88,8 @@ class PackedLayout:
         self.positions = torch.arange(self.num_tokens, device=device) - torch.repeat_interleave(
             offsets[:-1], offsets.diff(), output_size=self.num_tokens)
         self.groups = [self._group(int(length), lengths, cu[:-1], device) for length in np.unique(lengths)]
+        self._padding = None
+        self._padded_masks: dict = {}
 
     @staticmethod
     def _group(length: int, lengths: np.ndarray, starts: np.ndarray, device) -> LengthGroup:
@@ -99,6 +101,20 @@ class PackedLayout:
                                slice(first, first + count * length))
         tokens = (starts[seqs][:, None] + np.arange(length)).reshape(-1)
         return LengthGroup(length, count, _to_device(seqs, device), _to_device(tokens, device))
+
+    def padding(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each packed token sits in a [B, max_seqlen] grid (flat index), and the grid's valid keys.
+
+        Built once per batch and shared by every layer (see ``_attention_padded``).
+        """
+        if self._padding is None:
+            lengths = self.cu_seqlens.diff().to(torch.int64)
+            row = torch.repeat_interleave(torch.arange(self.num_seqs, device=lengths.device), lengths,
+                                          output_size=self.num_tokens)
+            destination = row * self.max_seqlen + self.positions
+            column = torch.arange(self.max_seqlen, device=lengths.device)
+            self._padding = destination, column[None, :] < lengths[:, None]
+        return self._padding
 
     def mean(self, x: torch.Tensor, skip_ends: bool) -> torch.Tensor:
         """Float32 mean of each sequence's rows of ``x`` [N, E]; ``skip_ends`` drops the first and last token."""
@@ -192,6 +208,34 @@ def _varlen_unusable(q: torch.Tensor) -> str | None:
     return None
 
 
+# Above this many distinct lengths in a batch (DNABERT's BPE lengths spread over ~25), one padded
+# attention call per layer beats a call per length: fewer launches, and one kernel shape per batch
+# instead of one per group (each new shape can cost cuDNN a plan build). GEMMs stay unpadded.
+MAX_LENGTH_GROUPS = 8
+
+
+def _attention_padded(q, k, v, layout: PackedLayout, kernel, scale: float, slopes):
+    """Scatter the packed q/k/v into a [B, H, L, D] grid, attend with a key mask (+ ALiBi), gather back."""
+    destination, valid = layout.padding()
+    batch, width = valid.shape
+    heads, head_dim = q.shape[-2:]
+
+    def grid(t):
+        padded = t.new_zeros((batch * width, heads, head_dim))
+        padded.index_copy_(0, destination, t)
+        return padded.view(batch, width, heads, head_dim).transpose(1, 2)
+
+    if not slopes:
+        out = kernel(grid(q), grid(k), grid(v), scale, None, valid)
+    else:
+        key = (slopes, q.dtype)
+        if key not in layout._padded_masks:  # ALiBi + key mask: the same for every layer of this batch
+            bias = alibi_bias(slopes, width, torch.float32, q.device)
+            layout._padded_masks[key] = torch.where(valid[:, None, None, :], bias, float("-inf")).to(q.dtype)
+        out = kernel(grid(q), grid(k), grid(v), scale, layout._padded_masks[key])
+    return out.transpose(1, 2).reshape(batch * width, heads, head_dim)[destination]
+
+
 # -- the entry point ---------------------------------------------------------------------------
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PackedLayout | PaddedLayout,
               backend: str, *, scale: float, slopes: tuple[float, ...] | None = None) -> torch.Tensor:
@@ -216,6 +260,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PackedL
             return _varlen(q, k, v, layout, scale)
         warnings.warn(f"attention 'varlen' unavailable ({reason}); using 'sdpa'", RuntimeWarning, stacklevel=2)
 
+    if len(layout.groups) > MAX_LENGTH_GROUPS:
+        return _attention_padded(q, k, v, layout, kernel, scale, slopes)
     out = q.new_empty(q.shape)
     for group in layout.groups:
         qg, kg, vg = (t[group.tokens].view(group.count, group.length, heads, head_dim).transpose(1, 2)
