@@ -230,18 +230,20 @@ def _contig(rng: np.random.Generator, length: int, params: dict) -> np.ndarray:
 # --- composition ------------------------------------------------------------------------------------
 
 
-def count_composition(path: Path, chunk_size: int) -> dict:
+def count_composition(path: Path, chunk_size: int, rules: str = "pipeline") -> dict:
     """Reads, bases, chunks, chunks with a kept frame, frames, ESM and DNABERT tokens of a FASTA file.
 
-    Counted with the pipeline's own preprocessing (`vnp.preprocess`) when it is installed, otherwise with
-    the plain original rules in `original.py`; tests check that both agree. DNABERT tokens are counted
+    rules="pipeline" counts with the pipeline's own preprocessing (`vnp.preprocess`) when it is installed,
+    "original" (or no vnp) with the plain original rules of `original.py`; tests check that both agree
+    (the first is ~50x faster: a whole 6M-read sample in minutes). DNABERT tokens are counted
     with the tokenizer the pipeline uses without a DNABERT-S folder (`vnp.models.tokenizers`' stand-in
     BPE) when it is installed, else estimated from the bases and flagged as such.
     """
     counts = {"reads": 0, "bases": 0, "chunks": 0, "chunks_with_frame": 0, "frames": 0}
     count_dnabert_tokens, estimated = _dnabert_token_counter()
     esm_tokens = dnabert_tokens = 0
-    for nucleotides, proteins in _kept_frames(path, chunk_size, counts):
+    frames = _kept_frames_original if rules == "original" else _kept_frames
+    for nucleotides, proteins in frames(path, chunk_size, counts):
         esm_tokens += sum(min(len(p) + 2, ESM_MAX_TOKENS) for p in proteins)
         dnabert_tokens += count_dnabert_tokens(nucleotides)
     return {**counts, "esm_tokens": esm_tokens, "dnabert_tokens": dnabert_tokens,

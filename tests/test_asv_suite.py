@@ -1,0 +1,164 @@
+"""The asv suites: called directly (fast, a fake pipeline), and through asv itself at the ci scale."""
+
+import inspect
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import end_to_end, kernels, memory, scaling, stages, variants
+from benchmarks.harness import host
+from tests.test_harness import FAKE_PIPELINE, calls
+
+REPO = Path(__file__).resolve().parents[1]
+SUITES = (end_to_end, stages, variants, memory, scaling, kernels)
+CI_ENV = f"sysvenv-py{sys.version_info[0]}.{sys.version_info[1]}-VNP_BENCH_SCALEci"
+
+
+@pytest.fixture
+def memo(tmp_path, monkeypatch):
+    """setup_cache's directory (asv runs the benchmarks in it) with a fast fake pipeline as the target."""
+    fake = tmp_path / "fake_pipeline.py"
+    fake.write_text(FAKE_PIPELINE.format(repo=str(REPO)))
+    for name, value in {"VNP_BENCH_RECORDS": tmp_path / "records", "VNP_BENCH_WORK": tmp_path / "work",
+                        "VNP_BENCH_CACHE": tmp_path / "cache", "VNP_BENCH_MACHINE": "testbox",
+                        "FAKE_LOG": tmp_path / "calls.jsonl",
+                        "VNP_BENCH_COMMAND": f"{shlex.quote(sys.executable)} {shlex.quote(str(fake))}"}.items():
+        monkeypatch.setenv(name, str(value))
+    (tmp_path / "cache_dir").mkdir()
+    monkeypatch.chdir(tmp_path / "cache_dir")
+    return end_to_end.EndToEnd().setup_cache()
+
+
+def benchmark_classes():
+    for module in SUITES:
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and any(n.startswith(("time_", "track_")) for n in dir(cls)):
+                yield cls
+
+
+def test_every_metric_has_a_unit_and_named_parameters():
+    classes = list(benchmark_classes())
+    assert len(classes) >= 14
+    for cls in classes:
+        for name in dir(cls):
+            if name.startswith("track_"):
+                assert getattr(cls, name).unit != "unit", f"{cls.__name__}.{name}"
+        assert len(getattr(cls, "params", ())) == len(getattr(cls, "param_names", ())), cls.__name__
+
+
+def test_one_run_per_configuration_feeds_every_track(memo, tmp_path):
+    suite = end_to_end.EndToEnd()
+    suite.setup(memo, "typical", 1)
+    assert suite.track_wall_seconds(memo, "typical", 1) > 0
+    assert suite.track_seconds_per_million_esm_tokens(memo, "typical", 1) > 0
+    assert math.isnan(suite.track_peak_gpu_bytes(memo, "typical", 1))  # a CPU run has no GPU bytes: n/a
+    other = stages.StageSeconds()
+    other.setup(memo, "typical", 1, "esm2")
+    assert other.track_seconds(memo, "typical", 1, "esm2") == 3.0  # the fake's pipeline_state.json
+    once_more = scaling.Scaling()
+    once_more.setup(memo, "typical", 1)
+    assert once_more.track_scaling_inefficiency(memo, "typical", 1) == 0.0
+    assert len(calls(tmp_path)) == 1  # three suites, one pipeline run
+
+
+def test_time_predict_times_one_more_validated_run(memo, tmp_path):
+    timed = end_to_end.EndToEndTime()
+    timed.setup(memo, "typical", 1)
+    timed.time_predict(memo, "typical", 1)
+    assert len(calls(tmp_path)) == 2
+    assert sorted(p.name for p in (tmp_path / "records").rglob("*.json")) == \
+           ["end_to_end-tiny-1gpu-all-r0.json", "end_to_end-tiny-1gpu-all-r1.json"]
+    assert (timed.number, timed.repeat, timed.rounds, timed.min_run_count) == (1, 1, 1, 1)
+
+
+def test_combinations_that_cannot_run_here_are_skipped(memo):
+    with pytest.raises(NotImplementedError, match="one CPU device"):
+        end_to_end.EndToEnd().setup(memo, "typical", 2)
+    with pytest.raises(NotImplementedError, match="no subset1m"):
+        end_to_end.EndToEnd().setup(memo, "subset1m", 1)
+    with pytest.raises(NotImplementedError, match="bf16 needs a GPU"):
+        variants.Variants().setup(memo, "+bf16")
+    with pytest.raises(NotImplementedError, match="CPU"):
+        memory.ExpandableSegments().setup(memo, True)
+    with pytest.raises(NotImplementedError):
+        stages.StageGpuPeak().setup(memo, "esm2", 0)
+
+
+def test_a_run_that_fails_validation_fails_every_benchmark_reading_it(memo, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_DROP", "2")
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="expected"):
+            end_to_end.EndToEnd().setup(memo, "large", 1)
+    assert len(calls(tmp_path)) == 1  # the failure is remembered, not retried
+
+
+def test_variants_have_their_own_runs(memo, tmp_path):
+    suite = variants.Variants()
+    suite.setup(memo, "+packing")
+    assert suite.track_seconds(memo, "+packing") > 0
+    argv = calls(tmp_path)[-1]
+    assert argv[argv.index("--variant") + 1] == "baseline" and "--packing" in argv
+
+
+def test_kernels_run_in_process():
+    chunking = kernels.ChunkTranslate()
+    chunking.setup("original")
+    chunking.time_chunk_translate("original")
+    assert len(chunking.reads) == kernels.READS
+
+
+# -- through asv -----------------------------------------------------------------------------------
+
+def asv(tmp_path, *args, timeout=900):
+    """asv with this repository's configuration, but results, html and the machine file in tmp.
+
+    asv works in the directory of its configuration file, and reads the plugins and pyproject.toml from
+    there: both are linked into tmp, every path of the configuration made absolute.
+    """
+    config = json.loads((REPO / "asv.conf.json").read_text())
+    config.update(repo=str(REPO), benchmark_dir=str(REPO / "benchmarks"), env_dir=str(REPO / ".asv" / "env"),
+                  results_dir=str(tmp_path / "results"), html_dir=str(tmp_path / "html"))
+    (tmp_path / "asv.conf.json").write_text(json.dumps(config))
+    for name in ("asv_plugins", "pyproject.toml"):
+        if not (tmp_path / name).exists():
+            (tmp_path / name).symlink_to(REPO / name)
+    env = {**os.environ, "HOME": str(tmp_path), "VNP_BENCH_MACHINE": "ci-test",
+           "VNP_BENCH_RECORDS": str(tmp_path / "records"), "VNP_BENCH_CACHE": str(tmp_path / "cache"),
+           "VNP_CACHE_DIR": os.environ.get("VNP_CACHE_DIR", str(Path.home() / ".cache" / "vnp"))}
+    env.pop("VNP_BENCH_COMMAND", None)
+    env.pop("VNP_BENCH_SCALE", None)
+    host.write_asv_machine_file({**host.machine_info(), "machine": "ci-test"}, tmp_path / ".asv-machine.json")
+    return subprocess.run([sys.executable, "-m", "asv", "--config", str(tmp_path / "asv.conf.json"), *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_asv_check(tmp_path):
+    done = asv(tmp_path, "check", "-E", CI_ENV)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "No problems found" in done.stdout
+
+
+@pytest.mark.slow
+def test_ci_scale_suite_runs_green_and_publishes(tmp_path):
+    """The whole suite at the ci scale on HEAD, as scripts/bench.sh runs it, then the dashboard."""
+    done = asv(tmp_path, "run", "--machine", "ci-test", "-E", CI_ENV, "--quick", "--launch-method", "forkserver",
+               "--show-stderr", "HEAD^!")
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    [result_file] = (tmp_path / "results" / "ci-test").glob(f"*-{CI_ENV}.json")
+    results = json.loads(result_file.read_text())["results"]
+    failed = [name for name, columns in results.items() if any(v is None for v in columns[0])]
+    assert failed == []
+    assert results["end_to_end.EndToEnd.track_wall_seconds"][0][0] > 0  # typical, 1 "GPU" (the CPU)
+    assert results["memory.OomBackoff.track_backoffs"][0][0] >= 1
+    records = list((tmp_path / "records" / "ci-test").rglob("*.json"))
+    assert all(json.loads(p.read_text())["harness"]["validated"] for p in records) and len(records) >= 10
+    published = asv(tmp_path, "publish")
+    assert published.returncode == 0, published.stderr[-3000:]
+    assert (tmp_path / "html" / "index.html").exists() and (tmp_path / "html" / "index.json").exists()
