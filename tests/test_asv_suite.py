@@ -52,6 +52,16 @@ def test_every_metric_has_a_unit_and_named_parameters():
         assert len(getattr(cls, "params", ())) == len(getattr(cls, "param_names", ())), cls.__name__
 
 
+def test_discovery_touches_neither_torch_nor_cuda():
+    """asv imports every module to discover the suite (and forks from it): CUDA must not start there."""
+    code = ("import importlib, pkgutil, sys, benchmarks\n"
+            "for module in pkgutil.walk_packages(benchmarks.__path__, 'benchmarks.'):\n"
+            "    importlib.import_module(module.name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'vnp', 'pynvml')))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_one_run_per_configuration_feeds_every_track(memo, tmp_path):
     suite = end_to_end.EndToEnd()
     suite.setup(memo, "typical", 1)
