@@ -91,6 +91,12 @@ def test_a_flag_the_command_lacks_is_unsupported(bench_env):
         targets.current().argv(Path("in.fa"), Path("out"), {"expandable_segments": True})
 
 
+def test_a_command_that_cannot_start_fails_rather_than_skips(bench_env, monkeypatch):
+    monkeypatch.setenv("VNP_BENCH_COMMAND", f"{shlex.quote(sys.executable)} -c 'import sys; sys.exit(1)'")
+    with pytest.raises(runs.RunFailed, match="--help exited 1"):
+        runs.execute(runs.RunSpec.make("end_to_end", "typical"), CI)
+
+
 def test_vnp_target_is_this_pythons_vnp(monkeypatch):
     monkeypatch.delenv("VNP_BENCH_COMMAND", raising=False)
     target = targets.current()

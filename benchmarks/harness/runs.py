@@ -118,6 +118,8 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
         argv = target.argv(data.path, outdir, {**options, "resume": resumed})
     except targets.Unsupported as error:
         raise Skip(str(error)) from None
+    except targets.CommandFailed as error:
+        raise RunFailed(str(error)) from None
 
     limit = scale.run_limit_s(data.composition["esm_tokens"])
     interval = float(os.environ.get("VNP_BENCH_SAMPLER_INTERVAL", "0.1"))

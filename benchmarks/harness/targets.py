@@ -41,6 +41,10 @@ class Unsupported(Exception):
     """The target cannot run this configuration (a flag it lacks); the benchmark is skipped."""
 
 
+class CommandFailed(Exception):
+    """The command does not even answer --help: the commit is broken, and its benchmarks fail."""
+
+
 class Target:
     def __init__(self, name: str, command: list[str]):
         self.name = name
@@ -55,10 +59,10 @@ class Target:
         try:
             done = subprocess.run([*self.command, "--help"], capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as error:
-            raise Unsupported(f"{shlex.join(self.command)} --help failed: {error}") from None
+            raise CommandFailed(f"{shlex.join(self.command)} --help failed: {error}") from None
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise Unsupported(f"{shlex.join(self.command)} --help exited {done.returncode}: {last}")
+            raise CommandFailed(f"{shlex.join(self.command)} --help exited {done.returncode}: {last}")
         return frozenset(FLAG.findall(done.stdout))
 
     def argv(self, input_path: Path, outdir: Path, options: dict) -> list[str]:
