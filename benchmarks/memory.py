@@ -5,6 +5,10 @@ from benchmarks.harness import runs
 from benchmarks.harness.suite import SCALE, PipelineSuite, core_run, value
 
 
+def difference(a, b):
+    return None if a is None or b is None else a - b
+
+
 def _gpu_only():
     if not SCALE.on_gpu:
         raise NotImplementedError(f"the {SCALE.name} scale runs on the CPU: no allocator to measure")
@@ -76,14 +80,13 @@ class PersistentModels(PipelineSuite):
 
     def track_reload_seconds(self, memo):
         """Seconds the reloads cost (without persistent models minus with them)."""
-        return value(self.reloaded["wall_seconds"] - self.kept["wall_seconds"])
+        return value(difference(self.reloaded["wall_seconds"], self.kept["wall_seconds"]))
 
     track_reload_seconds.unit = "s"
 
     def track_resident_extra_bytes(self, memo):
         """GPU bytes persistent models cost at peak (with them minus without them)."""
-        kept, reloaded = self.kept["peak_gpu_allocated_bytes"], self.reloaded["peak_gpu_allocated_bytes"]
-        return value(None if kept is None or reloaded is None else kept - reloaded)
+        return value(difference(self.kept["peak_gpu_allocated_bytes"], self.reloaded["peak_gpu_allocated_bytes"]))
 
     track_resident_extra_bytes.unit = "bytes"
 

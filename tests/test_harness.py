@@ -281,8 +281,16 @@ def test_an_interrupted_run_is_resumed(bench_env):
     (leftover / "partial").write_text("a part of the work")
     rec = runs.execute(runs.RunSpec.make("end_to_end", "typical"), CI)
     assert rec["harness"]["resumed"] is True and "--resume" in calls(bench_env)[-1]
+    assert metrics.summarise(rec)["wall_seconds"] is None  # its clock saw only part of the work
     fresh = runs.execute(runs.RunSpec.make("end_to_end", "typical"), CI)
     assert fresh["harness"]["resumed"] is False and "--resume" not in calls(bench_env)[-1]
+
+
+def test_asv_timed_runs_never_resume(bench_env):
+    leftover = bench_env / "work" / "testbox" / runs.commit_id()[:8] / "end_to_end-tiny-1gpu-all-r0" / "out"
+    leftover.mkdir(parents=True)
+    rec = runs.execute(runs.RunSpec.make("end_to_end", "typical"), CI, resume=False)
+    assert rec["harness"]["resumed"] is False and "--resume" not in calls(bench_env)[-1]
 
 
 def test_what_the_host_or_scale_lacks_is_skipped(bench_env, monkeypatch):

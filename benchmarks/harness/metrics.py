@@ -1,7 +1,8 @@
 """The numbers the suites report, computed once per RunRecord. Every one is a cost: bigger is worse.
 
 A metric a run cannot have (GPU bytes of a CPU run, a stage the command does not report) is None,
-which the suites turn into NaN: asv shows it as n/a rather than as a measurement.
+which the suites turn into NaN: asv shows it as n/a rather than as a measurement. A resumed run has no
+times: its clock covers only the part of the work left after the interruption.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import numpy as np
 
 GPU_STAGES = ("dnabert", "esm2", "classify")
+TIMES = ("wall_seconds", "seconds_per_million_esm_tokens", "projected_full_sample_hours")  # gone when resumed
 
 
 def summarise(rec: dict, full_sample: dict | None = None) -> dict:
@@ -24,7 +26,7 @@ def summarise(rec: dict, full_sample: dict | None = None) -> dict:
     nvml_used = rec["samples"]["nvml"]["mem_used_bytes"]
     host_rss = rec["samples"]["host"]["rss_bytes"]
     gpu_leak, host_leak = leak_per_batch(rec)
-    return {
+    summary = {
         "wall_seconds": wall,
         "seconds_per_million_esm_tokens": wall / (esm_tokens / 1e6) if esm_tokens else None,
         "model_load_seconds": run.get("model_load_seconds"),
@@ -41,6 +43,9 @@ def summarise(rec: dict, full_sample: dict | None = None) -> dict:
         "gpu_bytes_per_batch": gpu_leak,
         "host_bytes_per_batch": host_leak,
     }
+    if harness.get("resumed"):
+        summary.update({name: None for name in TIMES}, stage_seconds={})
+    return summary
 
 
 def projected_hours(rec: dict, full_sample: dict | None) -> float | None:

@@ -90,10 +90,11 @@ def device_options(spec: RunSpec, scale: scales.Scale) -> dict:
 
 
 def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Target | None = None,
-            sampling: bool = True) -> dict:
+            sampling: bool = True, resume: bool = True) -> dict:
     """Run `spec` once, measured and validated; return its RunRecord (also written to disk).
 
-    `sampling=False` runs without the NVML and psutil samplers (to measure what they cost).
+    `sampling=False` runs without the NVML and psutil samplers (to measure what they cost);
+    `resume=False` starts over even where an interrupted attempt left its work (for asv's own timing).
     """
     scale = scale or scales.current()
     target = target or targets.current()
@@ -114,7 +115,7 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
     workdir = work_root() / machine / commit[:8] / f"{name}-r{repeat}"
     outdir = workdir / "out"
     try:
-        resumed = _reuse_outdir(outdir, target)
+        resumed = _reuse_outdir(outdir, target, resume)
         argv = target.argv(data.path, outdir, {**options, "resume": resumed})
     except targets.Unsupported as error:
         raise Skip(str(error)) from None
@@ -161,14 +162,14 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
     return result
 
 
-def _reuse_outdir(outdir: Path, target: targets.Target) -> bool:
+def _reuse_outdir(outdir: Path, target: targets.Target, resume: bool) -> bool:
     """True if OUTDIR holds an interrupted run to --resume; a finished or unresumable one is removed."""
     if not outdir.exists():
         return False
     finished = False
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         finished = json.loads((outdir / "run.json").read_text())["exit"]["status"] == "ok"
-    if not finished and "--resume" in target.flags:
+    if resume and not finished and "--resume" in target.flags:
         return True
     shutil.rmtree(outdir)
     return False
