@@ -2,7 +2,7 @@
 # Benchmarks on an offline GPU host whose system Python has torch and CUDA (recipe: scripts/gpu_host.md).
 #
 #   scripts/gpu_host.sh wheelhouse              # where pip works: wheels of what the host lacks, into .whl/
-#   scripts/gpu_host.sh setup                   # on the host: .bench-venv (system site-packages + the wheels)
+#   scripts/gpu_host.sh setup                   # on the host: .asv/bench-venv (system site-packages + wheels)
 #   scripts/gpu_host.sh run [gpu|full] [ARGS]   # asv run at that scale (default gpu) on HEAD, then publish
 #   scripts/gpu_host.sh gate BASE [HEAD] [ARGS] # asv continuous: exit 1 if HEAD is slower than BASE
 #   scripts/gpu_host.sh publish                 # rebuild html/ from results/
@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS=${VNP_WHEELHOUSE:-.whl}
-VENV=.bench-venv
+VENV=.asv/bench-venv  # under .asv/, which git ignores
 HOST_PYTHON=${VNP_HOST_PYTHON:-python3}
 # What the harness needs on top of torch/numpy: asv and its runner, the samplers, the datasets and vnp's own
 # pure-Python dependencies; pip adds their dependencies (virtualenv, json5, tabulate, ...).
