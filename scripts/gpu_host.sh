@@ -47,6 +47,10 @@ case "${1:-}" in
       # Without ensurepip (Debian's python3 without python3-venv) the venv uses the system's pip.
       if "$HOST_PYTHON" -c "import ensurepip" 2>/dev/null; then pip_opt=(); else pip_opt=(--without-pip); fi
       "$HOST_PYTHON" -m venv --system-site-packages "${pip_opt[@]}" "$VENV"
+      # A host Python that is itself a venv (the H200 image's /opt/torch/.venv) keeps torch in *its*
+      # site-packages, which --system-site-packages does not reach: add them to the path explicitly.
+      "$HOST_PYTHON" -c "import site, sys; sys.prefix != sys.base_prefix and print(*site.getsitepackages(), sep=chr(10))" \
+        > "$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_host_site.pth"
     fi
     "$VENV/bin/python" -m pip install --no-index --find-links "$WHEELS" "${PACKAGES[@]}"
     "$VENV/bin/python" -c "import asv, asv_runner, torch, psutil, pynvml, Bio; print('gpu_host: bench venv ready')"
