@@ -58,12 +58,13 @@ class SystemSiteVenv(Virtualenv):
         util.check_call([self._executable, "-m", "venv", "--system-site-packages",
                          *([] if own_pip else ["--without-pip"]), self._path])
         parents = json.loads(util.check_output([self._executable, "-c", (
-            "import json, site, sys; "
-            "print(json.dumps(site.getsitepackages() if sys.prefix != sys.base_prefix else []))")]))
+            "import json, sys; print(json.dumps([p for p in sys.path if p.endswith(('site-packages', "
+            "'dist-packages'))] if sys.prefix != sys.base_prefix else []))")]))
         purelib = util.check_output([os.path.join(self._path, "bin", "python"), "-c",
                                      "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip()
         if parents:
-            # Plain paths, not site dirs: the parent's .pth files (an editable vnp) stay out.
+            # Every site-packages on the parent's path, including those a .pth of the parent adds (a bench
+            # venv over the H200 image's /opt/torch/.venv); plain paths, so an editable vnp's .pth stays out.
             Path(purelib, PARENT_PTH).write_text("".join(f"{p}\n" for p in parents))
         pip = Path(self._path, "bin", "pip")
         if not pip.exists():  # the pip of the system or parent site-packages, run by this environment
