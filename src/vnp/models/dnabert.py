@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vnp.models.attention import PackedLayout, PaddedLayout, alibi_slopes, attention
+from vnp.models.attention import alibi_slopes, attention
+from vnp.models.encoder import PackedEncoder
 
 PAD_ID = 3  # [PAD] of the DNABERT-S tokenizer
 
@@ -66,10 +67,11 @@ class DNABERTLayer(nn.Module):
         return self.mlp_norm(self.wo(mixed) + x)
 
 
-class DNABERT(nn.Module):
+class DNABERT(PackedEncoder):
     """DNABERT-S encoder. ``attention``: "math" or "sdpa" (default); "varlen" runs as "sdpa" (ALiBi)."""
 
     pad_id = PAD_ID
+    pool_skips_ends = False
 
     def __init__(self, config: DNABERTConfig, *, device=None, dtype=None):
         super().__init__()
@@ -86,19 +88,3 @@ class DNABERT(nn.Module):
         for layer in self.layers:
             x = layer(x, layout, self.attention)
         return x
-
-    def forward(self, ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-        """Packed ids [T] -> last hidden states [T, H]."""
-        return self._encode(ids, PackedLayout(cu_seqlens, max_seqlen, ids.device))
-
-    @torch.inference_mode()
-    def embed_packed(self, ids: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-        """Float32 [B, H]: per sequence, the mean over all its tokens, [CLS] and [SEP] included."""
-        layout = PackedLayout(cu_seqlens, max_seqlen, ids.device)
-        return layout.mean(self._encode(ids, layout), skip_ends=False)
-
-    @torch.inference_mode()
-    def embed_padded(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The same embeddings from a padded [B, L] batch; every GEMM also runs on the padding."""
-        layout = PaddedLayout(lengths, ids.shape[1], ids.device)
-        return layout.mean(self._encode(ids.reshape(-1), layout), skip_ends=False)

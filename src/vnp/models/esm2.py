@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vnp.models.attention import PackedLayout, PaddedLayout, attention
+from vnp.models.attention import attention
+from vnp.models.encoder import PackedEncoder
 
 # fair-esm's token dropout at inference: embeddings * (1 - 0.15 * 0.8) / (1 - share of <mask> tokens).
 # esm_encode never emits <mask>, so the share is 0 and the factor a constant.
@@ -122,10 +123,12 @@ class TransformerLayer(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
 
 
-class ESM2(nn.Module):
-    """ESM-2 encoder. ``attention`` picks the backend: "math", "sdpa" (default) or "varlen"."""
+class ESM2(PackedEncoder):
+    """ESM-2 encoder. ``attention`` picks the backend: "math", "sdpa" (default) or "varlen". Its last-layer
+    states are fair-esm's ``representations[num_layers]``; embeddings are the mean over residues only."""
 
     pad_id = PAD_ID
+    pool_skips_ends = True
 
     def __init__(self, config: ESM2Config, *, device=None, dtype=None):
         super().__init__()
@@ -141,19 +144,3 @@ class ESM2(nn.Module):
         for layer in self.layers:
             x = layer(x, layout, self.attention)
         return self.emb_layer_norm_after(x)
-
-    def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-        """Packed tokens [T] -> last-layer representations [T, E] (fair-esm ``representations[num_layers]``)."""
-        return self._encode(tokens, PackedLayout(cu_seqlens, max_seqlen, tokens.device))
-
-    @torch.inference_mode()
-    def embed_packed(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
-        """Float32 [B, E]: per sequence, the mean over its residues (BOS and EOS left out)."""
-        layout = PackedLayout(cu_seqlens, max_seqlen, tokens.device)
-        return layout.mean(self._encode(tokens, layout), skip_ends=True)
-
-    @torch.inference_mode()
-    def embed_padded(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The same embeddings from a padded [B, L] batch; every GEMM also runs on the padding."""
-        layout = PaddedLayout(lengths, tokens.shape[1], tokens.device)
-        return layout.mean(self._encode(tokens.reshape(-1), layout), skip_ends=True)
