@@ -182,3 +182,12 @@ def test_keep_intermediate_writes_the_original_files(tmp_path, cache_dir):
     for name in ("test_with_orfs_chunked500.fa", "test_with_orfs_identified_nucleotide.fa",
                  "test_with_orfs_identified_protein.faa"):
         assert (out / name).read_bytes() == (GOLDEN / "public" / name).read_bytes()
+
+
+def test_an_input_without_open_frames_gives_header_only_outputs(tmp_path, cache_dir):
+    out = tmp_path / "out"
+    predict(GOLDEN / "public" / "test_sequences_small.fa", out, cache_dir=cache_dir)
+    assert (out / "prediction_results.txt").read_text() == "Sequence_ID\tPrediction\tscore1\tscore2\n"
+    assert (out / "prediction_results_highestscore.csv").read_text() == "Modified_ID\tIs_Virus\n"
+    record = json.loads((out / "run.json").read_text())
+    assert record["input"]["reads"] == 11 and record["input"]["frames"] == record["output"]["frames"] == 0
