@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/project.py, 
 from project import ROOT, add_common_arguments, load_projections, series_key  # noqa: E402
 
 from benchmarks.harness import projection as P  # noqa: E402
+from benchmarks.harness import plots  # noqa: E402
 from benchmarks.harness import reporting as R  # noqa: E402
 from vnp.atomic import atomic_write  # noqa: E402
 from vnp.errors import InputError, VnpError  # noqa: E402
@@ -28,12 +29,12 @@ from vnp.errors import InputError, VnpError  # noqa: E402
 REPORT_SCHEMA = "vnp-report/1"
 SCALE_RANK = {"full": 3, "gpu": 2, "ci": 1}
 PLOTS = {
-    "projection": lambda report: R.plot_projection(report["projection"]["projection"]),
-    "stages": lambda report: R.plot_stage_breakdown(report["stage_breakdown"]),
-    "memory_timeline": lambda report: R.plot_memory_timeline(report["memory_timeline"]),
-    "scaling": lambda report: R.plot_scaling(report["scaling"]),
-    "variants": lambda report: R.plot_variants(report["variants"]),
-    "history": lambda report: R.plot_history(report["history"], report["target_hours"]),
+    "projection": lambda report: plots.plot_projection(report["projection"]["projection"]),
+    "stages": lambda report: plots.plot_stage_breakdown(report["stage_breakdown"]),
+    "memory_timeline": lambda report: plots.plot_memory_timeline(report["memory_timeline"]),
+    "scaling": lambda report: plots.plot_scaling(report["scaling"]),
+    "variants": lambda report: plots.plot_variants(report["variants"]),
+    "history": lambda report: plots.plot_history(report["history"], report["target_hours"]),
 }
 
 
@@ -140,7 +141,7 @@ def write_report(report: dict, out: Path) -> None:
     for name, plot in PLOTS.items():
         figure = plot(report)
         if figure is not None:
-            R.save_figure(figure, out / f"{name}.png")
+            plots.save_figure(figure, out / f"{name}.png")
             report["plots"][name] = f"{name}.png"
     with atomic_write(out / "report.json") as handle:
         json.dump(report, handle, indent=1)
