@@ -37,7 +37,7 @@ def make_worker(device: str, precision: str, attention: str, packing: bool, budg
     from vnp.engine.worker import Worker, WorkerConfig
 
     budget_map = {"esm2": budget, "dnabert": budget} if budget else {}
-    return Worker(WorkerConfig(workdir="", device=device, rank=0, world=1, part_size=1 << 30,
+    return Worker(WorkerConfig(workdir="", device=device, rank=0, world=1,
                                precision=precision, attention=attention, packing=packing, token_budget=budget_map))
 
 

@@ -191,3 +191,23 @@ def test_an_input_without_open_frames_gives_header_only_outputs(tmp_path, cache_
     assert (out / "prediction_results_highestscore.csv").read_text() == "Modified_ID\tIs_Virus\n"
     record = json.loads((out / "run.json").read_text())
     assert record["input"]["reads"] == 11 and record["input"]["frames"] == record["output"]["frames"] == 0
+
+
+def test_killing_the_parent_stops_its_spawned_workers(tmp_path, cache_dir):
+    out = tmp_path / "orphans"
+    process = predict(READS, out, "-m", "300", "--records-per-part", "200", "--cpu-workers", "2",
+                      cache_dir=cache_dir, env={"VNP_FAULT_SLOW_PART": "0.3"},
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scores = out / ".vnp-work" / "scores"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(scores.glob("*.npz"))) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    time.sleep(1.5)  # a worker finishing the part it was in
+    settled = len(list(scores.glob("*.npz")))
+    time.sleep(1.5)
+    assert len(list(scores.glob("*.npz"))) == settled < 20  # nobody works for a dead parent
+    predict(READS, out, "-m", "300", "--records-per-part", "200", "--cpu-workers", "2", "--resume",
+            cache_dir=cache_dir)
+    assert len(data_lines(out / "prediction_results.txt")) == 3976

@@ -47,7 +47,7 @@ def run(args) -> int:
     precision = resolve_precision(args.precision, gpus)
     if devices == ["cpu"] and precision != "fp32":
         raise VnpError(f"--precision {precision} needs a GPU; on the CPU use fp32")
-    config = WorkerConfig(workdir="", device=devices[0], rank=0, world=1, part_size=len(ids),
+    config = WorkerConfig(workdir="", device=devices[0], rank=0, world=1,
                           model_size=args.model_size, precision=precision,
                           token_budget={args.model: args.token_budget} if args.token_budget else {})
     worker = Worker(config)

@@ -23,7 +23,7 @@ import numpy as np
 from vnp.atomic import atomic_write
 from vnp.engine.batching import length_sorted_order
 from vnp.engine.devices import host_info, resolve_devices, resolve_precision
-from vnp.engine.runner import run_workers
+from vnp.engine.runner import WorkerPool
 from vnp.engine.store import FrameStore, FrameStoreWriter
 from vnp.engine.worker import WorkerConfig
 from vnp.errors import InputError, OutputDirError, VnpError
@@ -201,25 +201,29 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
     record.data["config"] = config
     record.data["host"] = host_info(options["gpus"])
     config_hash = _config_hash(config, input_path)
-    composition = _preprocess(input_path, args.model_type, workdir, record, config_hash)
-    frames = composition["frames"]
-    record.data["input"] = dict(composition)
-
     world = len(options["devices"])
-    part_size = max(1, min(args.records_per_part, math.ceil(frames / world))) if frames else args.records_per_part
-    (workdir / "scores").mkdir(exist_ok=True)
-    done_before = len(list((workdir / "scores").glob("*.npz")))
-    record.data["resumed"] = {"parts_done_before": done_before}
     budget = {k: v for k, v in (("dnabert", args.token_budget), ("esm2", args.token_budget)) if v}
     configs = [
-        WorkerConfig(workdir=str(workdir), device=device, rank=rank, world=world, part_size=part_size,
-                     model_size=args.model_size, precision=options["precision"], attention=options["attention"],
-                     packing=options["packing"], persistent_models=options["persistent_models"],
-                     token_budget=budget, weights=config["weights"], trust_pickle=args.trust_pickle,
+        WorkerConfig(workdir=str(workdir), device=device, rank=rank, world=world, model_size=args.model_size,
+                     precision=options["precision"], attention=options["attention"], packing=options["packing"],
+                     persistent_models=options["persistent_models"], token_budget=budget,
+                     weights=config["weights"], trust_pickle=args.trust_pickle,
                      max_memory_fraction=args.max_memory_fraction, threads=args.threads)
         for rank, device in enumerate(options["devices"])
     ]
-    summaries = run_workers(configs, frames, quiet=args.quiet) if frames else []
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "plan.json").unlink(missing_ok=True)  # a killed run's plan must not start the new workers early
+    pool = WorkerPool(configs, quiet=args.quiet)  # they load their models while we preprocess
+    try:
+        composition = _preprocess(input_path, args.model_type, workdir, record, config_hash)
+        frames = composition["frames"]
+        record.data["input"] = dict(composition)
+        part_size = max(1, min(args.records_per_part, math.ceil(frames / world))) if frames else 1
+        (workdir / "scores").mkdir(exist_ok=True)
+        record.data["resumed"] = {"parts_done_before": len(list((workdir / "scores").glob("*.npz")))}
+        summaries = pool.run(part_size, frames) if frames else []
+    finally:
+        pool.close()
     record.add_worker_stages(summaries)
     if summaries:
         config["token_budget"] = summaries[0]["token_budget"]

@@ -9,7 +9,6 @@ the budget and is retried, so no record is ever dropped or duplicated.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,7 +34,6 @@ class WorkerConfig:
     device: str
     rank: int
     world: int
-    part_size: int
     model_size: str = "full"
     precision: str = "fp32"
     attention: str = "sdpa"
@@ -47,6 +45,7 @@ class WorkerConfig:
     max_memory_fraction: float | None = None
     threads: int | None = None
     seed: int = 0
+    parent_pid: int | None = None  # a spawned worker stops when this process is gone (killed parent)
 
 
 @dataclass
@@ -151,13 +150,16 @@ class Worker:
         return default_token_budget(free, per_token)
 
     # -- the work -------------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self, part_size: int) -> dict:
+        """Embed and classify this worker's shard of the frame store, ``part_size`` frames at a time."""
         workdir = Path(self.config.workdir)
         store = FrameStore(workdir / "frames")
         order = np.load(workdir / "order.npy")
-        parts = split_parts(shard(order, self.config.rank, self.config.world), self.config.part_size)
+        parts = split_parts(shard(order, self.config.rank, self.config.world), part_size)
         skipped = 0
         for number, rows in enumerate(parts):
+            if self.config.parent_pid and os.getppid() != self.config.parent_pid:
+                raise SystemExit(1)  # orphaned: the parent was killed; --resume will redo this part
             target = scores_path(workdir, self.config.rank, number)
             if target.exists():
                 skipped += 1
@@ -348,18 +350,3 @@ def sdpa_backends(stage: str):
 def model_output_dim(model) -> int:
     config = model.config
     return getattr(config, "embed_dim", None) or config.hidden_size
-
-
-def worker_main(config: WorkerConfig, queue=None) -> None:
-    """Entry point of a spawned worker: run, then leave a summary (or the error) for the parent."""
-    workdir = Path(config.workdir)
-    progress = (lambda stage, items: queue.put((config.rank, stage, items))) if queue is not None else None
-    try:
-        summary = Worker(config, progress).run()
-        with atomic_write(workdir / f"worker{config.rank}.json") as handle:
-            json.dump(summary, handle)
-    except BaseException as error:  # the parent turns this into one line on stderr
-        message = str(error) if isinstance(error, VnpError) else f"{type(error).__name__}: {error}"
-        with atomic_write(workdir / f"worker{config.rank}.error") as handle:
-            handle.write(message)
-        raise SystemExit(1)
