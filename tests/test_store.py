@@ -6,6 +6,7 @@ from vnp.engine.store import FrameStore, FrameStoreWriter
 def test_store_round_trips_batches_in_order(tmp_path):
     writer = FrameStoreWriter(tmp_path)
     frames = [(f"r{i}_chunk_1F{i % 3 + 1}", "ACGT" * (i % 7 + 1), "MK" * (i % 5 + 1)) for i in range(250)]
+    frames[7] = ("säule_7_chunk_1F2", "ACG", "M")  # an ID that is not ASCII
     for start in range(0, 250, 64):
         block = frames[start : start + 64]
         writer.append(ids=[f[0] for f in block], nucleotides=[f[1] for f in block], proteins=[f[2] for f in block])

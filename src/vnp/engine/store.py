@@ -29,9 +29,12 @@ class FrameStoreWriter:
             values = columns[field]
             if not values:
                 continue
-            encoded = [v.encode("ascii") for v in values]
-            self._files[field].write(b"".join(encoded))
-            ends = np.cumsum([len(e) for e in encoded], dtype=np.int64) + self._written[field]
+            data = "".join(values).encode("utf-8")
+            lengths = np.fromiter(map(len, values), np.int64, len(values))
+            if len(data) != lengths.sum():  # a non-ASCII ID: count bytes, not characters
+                lengths = np.fromiter((len(v.encode("utf-8")) for v in values), np.int64, len(values))
+            self._files[field].write(data)
+            ends = np.cumsum(lengths) + self._written[field]
             self._written[field] = int(ends[-1])
             self._ends[field].append(ends)
 
@@ -75,7 +78,7 @@ class FrameStore:
 
     def get(self, field: str, indices: np.ndarray) -> list[str]:
         pool, starts, ends = self._pools[field], self._starts[field], self._ends[field]
-        return [bytes(pool[starts[i] : ends[i]]).decode("ascii") for i in indices]
+        return [bytes(pool[starts[i] : ends[i]]).decode("utf-8") for i in indices]
 
     def iter_field(self, field: str, block: int = 100_000):
         """All values of one field in frame order, a block at a time (for the writers)."""
