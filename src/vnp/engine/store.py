@@ -73,9 +73,6 @@ class FrameStore:
     def __len__(self) -> int:
         return len(self._ends["ids"])
 
-    def lengths(self, field: str) -> np.ndarray:
-        return self._ends[field] - self._starts[field]
-
     def get(self, field: str, indices: np.ndarray) -> list[str]:
         pool, starts, ends = self._pools[field], self._starts[field], self._ends[field]
         return [bytes(pool[starts[i] : ends[i]]).decode("utf-8") for i in indices]
