@@ -318,6 +318,37 @@ def test_check_is_exact_without_fixed_stage_costs_and_warns_when_far_off():
     assert far["warning"] and far["max_abs_error"] > 0.10
 
 
+def test_check_predicts_gpu_counts_the_source_never_ran_and_flags_them():
+    # typical at 1 and 2 GPUs (Amdahl fitted exactly), large only at 4: a test of the extrapolation itself
+    obs = observations([("typical", 1000, 1), ("typical", 10000, 1), ("typical", 1000, 2), ("typical", 10000, 2),
+                        ("large", 50000, 4)])
+    check = P.check_prediction(obs)
+    assert check["available"] and [r["gpus"] for r in check["per_gpus"]] == [4]
+    row = check["per_gpus"][0]
+    assert row["extrapolated"] and row["error"] == pytest.approx(0, abs=1e-6)
+    slow = observations([("typical", 1000, 1), ("typical", 10000, 1), ("typical", 1000, 2), ("typical", 10000, 2),
+                         ("large", 50000, 4, 0, 1.5)])  # the 4-GPU run 1.5x slower than Amdahl says
+    assert P.check_prediction(slow)["warning"]
+
+
+def test_runs_of_the_projected_sample_are_set_against_every_groups_projection():
+    fitted = observations([("typical", 1000, 1), ("large", 10000, 1)])
+    sample = composition(200_000)
+    later, _ = P.observations_from_records([("s", synthetic_record("full", 200_000, 4, factor=1.2, commit="fedcba9876543210"))])
+    groups = P.project_results(fitted + later, sample, "test", (1, 4))
+    by_commit = {g["commit"]: g for g in groups}
+    rows = by_commit["abcdef12"]["measured_sample"]
+    assert len(rows) == 1 and rows[0]["commit"] == "fedcba98" and not rows[0]["in_fit"] and rows[0]["extrapolated"]
+    # ideal scaling assumed from the 1-GPU fit; the run took 1.2x its true time
+    model = P.fit_cost_model(fitted)
+    assert rows[0]["projected_seconds"] == pytest.approx(model.total_seconds(sample, 4), rel=1e-9)
+    assert rows[0]["measured_seconds"] == pytest.approx(later[0].wall_seconds)
+    own = by_commit["fedcba98"]["measured_sample"]
+    assert own[0]["in_fit"]
+    other_sample = P.project_results(fitted + later, composition(300_000), "test", (1, 4))
+    assert all(not g["measured_sample"] for g in other_sample)
+
+
 def test_check_without_large_runs_says_why():
     check = P.check_prediction(observations([("typical", 1000, 1)]))
     assert not check["available"] and "large" in check["reason"]

@@ -532,7 +532,8 @@ def check_prediction(
 ) -> dict:
     """Trust check: fit on the ``source`` role's runs alone, predict the ``target`` runs, report the error.
 
-    Compared at every GPU count measured on both; ``warning`` is set when any |error| exceeds ``tolerance``.
+    Compared at every GPU count the target ran, ``extrapolated`` where the source did not run it;
+    ``warning`` is set when any |error| exceeds ``tolerance``.
     """
     observations = list(observations)
     fit_on = [obs for obs in observations if obs.role == source]
@@ -543,20 +544,42 @@ def check_prediction(
         result["reason"] = f"no '{missing}' runs"
         return result
     model = fit_cost_model(fit_on)
-    for gpus in sorted({obs.gpus for obs in checked} & {obs.gpus for obs in fit_on}):
+    # GPU counts the source never ran are predicted too (Amdahl, flagged): that tests the extrapolation
+    for gpus in sorted({obs.gpus for obs in checked}):
         runs = [obs for obs in checked if obs.gpus == gpus]
         composition = runs[0].composition
         predicted = model.total_seconds(composition, gpus)
         measured = float(np.mean([obs.wall_seconds for obs in runs]))
         result["per_gpus"].append(
-            {"gpus": gpus, "predicted_seconds": predicted, "measured_seconds": measured, "error": predicted / measured - 1}
+            {"gpus": gpus, "predicted_seconds": predicted, "measured_seconds": measured,
+             "error": predicted / measured - 1, "extrapolated": model.extrapolated(gpus)}
         )
-    if not result["per_gpus"]:
-        result["reason"] = f"no GPU count measured on both '{source}' and '{target}'"
-        return result
     worst = max(abs(row["error"]) for row in result["per_gpus"])
     result.update(available=True, max_abs_error=worst, warning=worst > tolerance, fit_flags=model.flags())
     return result
+
+
+def same_sample(observation: Observation, composition: Mapping[str, float]) -> bool:
+    """True when the run processed the projected sample itself (same reads, frames and ESM tokens)."""
+    units = ("reads", "frames", "esm_tokens")
+    return all(unit in composition and observation.composition.get(unit) == composition[unit] for unit in units)
+
+
+def sample_runs_check(model: CostModel, group: Iterable[Observation], sample_runs: Iterable[Observation],
+                      composition: Mapping[str, float]) -> list[dict]:
+    """Measured runs of the projected sample against this model's projection at their GPU count.
+
+    The runs come from any commit on the group's machine; ``in_fit`` marks a run the model was fitted on
+    (its agreement is then partly by construction), ``extrapolated`` a GPU count the group never ran.
+    """
+    fitted = {id(obs) for obs in group}
+    rows = []
+    for run in sorted(sample_runs, key=lambda obs: (obs.gpus, obs.started_at)):
+        projected = model.total_seconds(composition, run.gpus)
+        rows.append({"gpus": run.gpus, "commit": run.commit, "dataset": run.dataset, "measured_seconds": run.wall_seconds,
+                     "projected_seconds": projected, "error": projected / run.wall_seconds - 1,
+                     "in_fit": id(run) in fitted, "extrapolated": model.extrapolated(run.gpus)})
+    return rows
 
 
 def project_group(
@@ -565,6 +588,7 @@ def project_group(
     gpu_counts: Iterable[int] = GPU_COUNTS,
     target_hours: float = DEFAULT_TARGET_HOURS,
     check: tuple[str, str] = ("typical", "large"),
+    sample_runs: Iterable[Observation] = (),
 ) -> dict:
     """Fit one group's runs and project them: the per-group entry of ``scripts/project.py``'s JSON."""
     observations = list(observations)
@@ -581,6 +605,7 @@ def project_group(
         "fit": envelope.point.as_dict(),
         "projection": project(envelope, composition, gpu_counts, target_hours),
         "check": check_prediction(observations, *check),
+        "measured_sample": sample_runs_check(envelope.point, observations, sample_runs, composition),
     }
 
 
@@ -622,20 +647,23 @@ def project_results(
     ``composition`` is the sample's (units it lacks are estimated from each group's runs); without one,
     a sample of FULL_SAMPLE_READS reads with the measured runs' per-read ratios. Each entry is
     ``project_group``'s dict plus ``composition``: the completed composition, its source and the
-    estimated units.
+    estimated units. Runs of the sample itself (any commit, same machine) are set against each
+    group's projection in ``measured_sample``.
     """
     gpu_counts = tuple(gpu_counts)
-    groups = group_observations(
-        obs for obs in observations if obs.variant == variant and (not chunk_size or obs.chunk_size in (chunk_size, None))
-    )
+    usable = [obs for obs in observations
+              if obs.variant == variant and (not chunk_size or obs.chunk_size in (chunk_size, None))]
     results = []
-    for _, group in sorted(groups.items()):
+    for _, group in sorted(group_observations(usable).items()):
         wanted = dict(composition) if composition else {"reads": float(FULL_SAMPLE_READS)}
         origin = source if composition else f"{FULL_SAMPLE_READS:,} reads at the measured runs' per-read ratios" + (
             f"; {source}" if source else ""
         )
         filled, estimated = complete_composition(wanted, [obs.composition for obs in group])
-        entry = project_group(group, filled, gpu_counts, target_hours, check)
+        first = group[0]
+        sample_runs = [obs for obs in usable if (obs.machine, obs.target, obs.chunk_size) == (first.machine, first.target, first.chunk_size)
+                       and same_sample(obs, filled)]
+        entry = project_group(group, filled, gpu_counts, target_hours, check, sample_runs)
         entry["composition"] = {"composition": filled, "source": origin, "estimated": estimated}
         results.append(entry)
     return results

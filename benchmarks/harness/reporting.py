@@ -714,6 +714,8 @@ def projection_markdown(group: Mapping, composition_info: Mapping) -> str:
         kind = "extrapolated" if projection["fewest_gpus_extrapolated"] else "measured GPU count"
         lines.append(f"**Fewest GPUs meeting {fmt_hours(target)} h: {fewest}** ({kind}).")
     lines += ["", check_markdown(group["check"])]
+    if group.get("measured_sample"):
+        lines += ["", measured_sample_markdown(group["measured_sample"])]
     if fit.get("flags"):
         lines += ["", "Model notes: " + "; ".join(fit["flags"]) + "."]
     return "\n".join(lines)
@@ -723,7 +725,7 @@ def check_markdown(check: Mapping) -> str:
     if not check.get("available"):
         return f"Check ({check['from']} → {check['to']}): not available, {check.get('reason', 'unknown reason')}."
     parts = ", ".join(
-        f"{gpus_label(r['gpus'])}: {fmt_seconds(r['predicted_seconds'])} s predicted, "
+        f"{gpus_label(r['gpus'])}{' (extrapolated)' if r.get('extrapolated') else ''}: {fmt_seconds(r['predicted_seconds'])} s predicted, "
         f"{fmt_seconds(r['measured_seconds'])} s measured ({r['error']:+.1%})"
         for r in check["per_gpus"]
     )
@@ -733,6 +735,19 @@ def check_markdown(check: Mapping) -> str:
         else f"within {check['tolerance']:.0%}."
     )
     return f"Check: fitted on `{check['from']}` alone, the `{check['to']}` runs are predicted {parts}: {verdict}"
+
+
+def measured_sample_markdown(rows: Sequence[Mapping]) -> str:
+    """The projected sample itself, measured: each run against this projection at its GPU count."""
+    parts = []
+    for r in rows:
+        notes = [note for note, on in (("in the fit", r["in_fit"]), ("extrapolated", r["extrapolated"])) if on]
+        parts.append(
+            f"{gpus_label(r['gpus'])} (commit `{r['commit']}`{'; ' + ', '.join(notes) if notes else ''}): "
+            f"{fmt_hours(r['measured_seconds'] / 3600)} h measured, {fmt_hours(r['projected_seconds'] / 3600)} h projected "
+            f"({r['error']:+.1%})"
+        )
+    return "Measured on the sample itself: " + "; ".join(parts) + "."
 
 
 def history_markdown(history: Mapping, gpu_counts: Sequence[int]) -> str:
