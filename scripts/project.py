@@ -54,7 +54,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-size", type=int, help="the sample's chunk size (model type): only runs at it are used "
         "(default: the dataset's model_type; for --sample the runs' chunk size)"
     )
-    parser.add_argument("--check", default="typical:large", help="trust check FROM:TO dataset roles")
+    parser.add_argument("--check", help="trust check FROM:TO dataset roles (default: each group's two largest "
+                        "reads datasets, e.g. typical:large or subset1m:full)")
 
 
 def load_projections(args: argparse.Namespace) -> dict:
@@ -62,11 +63,11 @@ def load_projections(args: argparse.Namespace) -> dict:
     if not args.results.is_dir():
         raise InputError(f"{args.results}: no results directory")
     records, skipped = P.load_records(args.results)
-    observations, left_out = P.observations_from_records(records)
+    every_run, left_out = P.observations_from_records(records)
     skipped += left_out
     observations = [
         obs
-        for obs in observations
+        for obs in every_run
         if (not args.machine or obs.machine == args.machine)
         and (not args.commit or obs.commit.startswith(args.commit[:8]))
         and (not args.scale or obs.scale == args.scale)
@@ -82,15 +83,21 @@ def load_projections(args: argparse.Namespace) -> dict:
     composition, source, chunk_size = P.sample_composition(
         args.composition, args.sample, chunk_size, args.datasets_file, args.dataset
     )
-    check = tuple(args.check.split(":", 1)) if ":" in args.check else ("typical", "large")
+    if args.check and ":" not in args.check:
+        raise InputError(f"--check takes FROM:TO dataset roles, like typical:large, not {args.check!r}")
+    check = tuple(args.check.split(":", 1)) if args.check else None
     gpu_counts = tuple(int(g) for g in args.gpus.split(","))
-    groups = P.project_results(observations, composition, source, gpu_counts, args.target, args.variant, check, chunk_size)
+    # runs of the sample itself count as evidence whatever the filters (another scale or commit)
+    groups = P.project_results(observations, composition, source, gpu_counts, args.target, args.variant, check, chunk_size,
+                               sample_pool=every_run)
     if not groups:
         raise InputError(f"no usable runs of variant '{args.variant}' at chunk size {chunk_size}")
     dates = R.read_asv_results(args.results)
     for group in groups:
-        group["date"] = (dates.get(group["machine"], {}).get(group["commit"]) or {}).get("date")
-    groups.sort(key=lambda g: (g["machine"], g["chunk_size"] or 0, g["date"] is None, g["date"] or 0, g["started_at"]))
+        # asv's date of the commit (ms); a commit measured only outside asv: the time of its first run
+        asv_date = (dates.get(group["machine"], {}).get(group["commit"]) or {}).get("date")
+        group["date"] = asv_date or int(group["started_at"] * 1000)
+    groups.sort(key=lambda g: (g["machine"], g["chunk_size"] or 0, g["date"], g["started_at"]))
     return {
         "schema": P.SCHEMA,
         "results": str(args.results),

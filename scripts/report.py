@@ -59,7 +59,7 @@ def choose_group(groups: list[dict], args: argparse.Namespace) -> dict:
         raise InputError("no projection matches --machine/--tool/--commit")
     return max(
         candidates,
-        key=lambda g: (g["target"] == "vnp", SCALE_RANK.get(g["scale"], 0), g["date"] or 0, g["started_at"]),
+        key=lambda g: (g["target"] == "vnp", SCALE_RANK.get(g["scale"], 0), g["date"], g["started_at"]),
     )
 
 

@@ -347,6 +347,14 @@ def test_runs_of_the_projected_sample_are_set_against_every_groups_projection():
     assert own[0]["in_fit"]
     other_sample = P.project_results(fitted + later, composition(300_000), "test", (1, 4))
     assert all(not g["measured_sample"] for g in other_sample)
+    only_fitted = P.project_results(fitted, sample, "test", (1, 4), sample_pool=fitted + later)
+    assert [r["commit"] for r in only_fitted[0]["measured_sample"]] == ["fedcba98"]
+
+
+def test_default_check_predicts_the_largest_reads_role_from_the_next_smaller():
+    assert P.default_check(observations([("typical", 1000, 1), ("large", 10000, 1)])) == ("typical", "large")
+    assert P.default_check(observations([("large", 10000, 1), ("subset1m", 100000, 1), ("full", 600000, 4)])) == ("subset1m", "full")
+    assert P.default_check(observations([("subset1m", 100000, 4)])) == ("typical", "large")  # says "no typical runs"
 
 
 def test_check_without_large_runs_says_why():

@@ -153,6 +153,8 @@ def test_project_errors_are_one_line(tmp_path, capsys):
     tree = build_tree(tmp_path / "results")
     assert run_project(tree, "--variant", "turbo") == 2
     assert "variants found: all, baseline" in capsys.readouterr().err
+    assert run_project(tree, "--check", "typical") == 2
+    assert "FROM:TO" in capsys.readouterr().err
 
 
 def test_project_warns_when_the_check_is_off(tmp_path, capsys):

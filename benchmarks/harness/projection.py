@@ -582,16 +582,31 @@ def sample_runs_check(model: CostModel, group: Iterable[Observation], sample_run
     return rows
 
 
+# Dataset roles from small to large (the reads ones; contigs are chunked apart): the default trust check
+# predicts the largest role a group ran from the next smaller one.
+READ_ROLES = ("typical", "large", "subset1m", "full")
+
+
+def default_check(observations: Iterable[Observation]) -> tuple[str, str]:
+    """(source, target) roles: the group's two largest reads roles; typical -> large when it has fewer."""
+    present = [role for role in READ_ROLES if role in {obs.role for obs in observations}]
+    return (present[-2], present[-1]) if len(present) >= 2 else ("typical", "large")
+
+
 def project_group(
     observations: Iterable[Observation],
     composition: Mapping[str, float],
     gpu_counts: Iterable[int] = GPU_COUNTS,
     target_hours: float = DEFAULT_TARGET_HOURS,
-    check: tuple[str, str] = ("typical", "large"),
+    check: tuple[str, str] | None = None,
     sample_runs: Iterable[Observation] = (),
 ) -> dict:
-    """Fit one group's runs and project them: the per-group entry of ``scripts/project.py``'s JSON."""
+    """Fit one group's runs and project them: the per-group entry of ``scripts/project.py``'s JSON.
+
+    ``check``: the trust check's (source, target) roles; None picks ``default_check``.
+    """
     observations = list(observations)
+    check = check or default_check(observations)
     envelope = fit_envelope(observations)
     first = observations[0]
     return {
@@ -636,8 +651,9 @@ def project_results(
     gpu_counts: Iterable[int] = GPU_COUNTS,
     target_hours: float = DEFAULT_TARGET_HOURS,
     variant: str = "all",
-    check: tuple[str, str] = ("typical", "large"),
+    check: tuple[str, str] | None = None,
     chunk_size: int | None = None,
+    sample_pool: Iterable[Observation] | None = None,
 ) -> list[dict]:
     """Project every group (machine, commit, target, scale, chunk size) of one variant onto a sample.
 
@@ -648,20 +664,24 @@ def project_results(
     a sample of FULL_SAMPLE_READS reads with the measured runs' per-read ratios. Each entry is
     ``project_group``'s dict plus ``composition``: the completed composition, its source and the
     estimated units. Runs of the sample itself (any commit, same machine) are set against each
-    group's projection in ``measured_sample``.
+    group's projection in ``measured_sample``; they are looked for in ``sample_pool`` (default: the
+    observations), so a caller projecting a subset of groups can still find them elsewhere.
     """
     gpu_counts = tuple(gpu_counts)
-    usable = [obs for obs in observations
-              if obs.variant == variant and (not chunk_size or obs.chunk_size in (chunk_size, None))]
+    def usable(pool):
+        return [obs for obs in pool if obs.variant == variant and (not chunk_size or obs.chunk_size in (chunk_size, None))]
+
+    observations = list(observations)
+    pool = usable(observations if sample_pool is None else sample_pool)
     results = []
-    for _, group in sorted(group_observations(usable).items()):
+    for _, group in sorted(group_observations(usable(observations)).items()):
         wanted = dict(composition) if composition else {"reads": float(FULL_SAMPLE_READS)}
         origin = source if composition else f"{FULL_SAMPLE_READS:,} reads at the measured runs' per-read ratios" + (
             f"; {source}" if source else ""
         )
         filled, estimated = complete_composition(wanted, [obs.composition for obs in group])
         first = group[0]
-        sample_runs = [obs for obs in usable if (obs.machine, obs.target, obs.chunk_size) == (first.machine, first.target, first.chunk_size)
+        sample_runs = [obs for obs in pool if (obs.machine, obs.target, obs.chunk_size) == (first.machine, first.target, first.chunk_size)
                        and same_sample(obs, filled)]
         entry = project_group(group, filled, gpu_counts, target_hours, check, sample_runs)
         entry["composition"] = {"composition": filled, "source": origin, "estimated": estimated}
