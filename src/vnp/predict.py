@@ -234,7 +234,7 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
     store = FrameStore(workdir / "frames")
     scores, dnabert_tokens = _gather_scores(workdir, frames)
     record.data["input"]["dnabert_tokens"] = dnabert_tokens
-    ids = [i for block in store.iter_field("ids") for i in block]
+    ids = store.column("ids")
     with record.stage("write") as entry:
         write_prediction_results(outdir / RESULTS, ids, scores[:, 0], scores[:, 1])
         entry["items"] = len(ids)

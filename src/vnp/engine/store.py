@@ -77,7 +77,14 @@ class FrameStore:
         pool, starts, ends = self._pools[field], self._starts[field], self._ends[field]
         return [bytes(pool[starts[i] : ends[i]]).decode("utf-8") for i in indices]
 
-    def iter_field(self, field: str, block: int = 100_000):
-        """All values of one field in frame order, a block at a time (for the writers)."""
-        for start in range(0, len(self), block):
-            yield self.get(field, np.arange(start, min(start + block, len(self))))
+    def column(self, field: str) -> list[str]:
+        """Every value of one field in frame order (for the writers).
+
+        One decode of the whole pool, then slices: ~4x faster than a decode per frame, which for a full
+        sample's 4.76 M IDs cost seconds on the parent's critical path after the GPUs finished.
+        """
+        pool, starts, ends = self._pools[field], self._starts[field], self._ends[field]
+        text = pool.tobytes().decode("utf-8")
+        if len(text) != len(pool):  # a non-ASCII value: byte offsets are not character offsets
+            return self.get(field, np.arange(len(self)))
+        return [text[start:end] for start, end in zip(starts.tolist(), ends.tolist())]
