@@ -1,6 +1,7 @@
 """The harness: command lines, run records, validation, samplers, resume, limits, and both targets."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
@@ -333,3 +334,32 @@ def test_the_real_pipeline_through_both_targets(bench_env, monkeypatch, via):
     summary = metrics.summarise(rec, datasets.load_definitions()["datasets"]["full"]["composition"])
     assert summary["wall_seconds"] > 0 and summary["seconds_per_million_esm_tokens"] > 0
     assert summary["peak_gpu_bytes_nvml"] is None or host.gpu_count() > 0
+
+
+# -- scripts/requirement.py ------------------------------------------------------------------------
+
+def _requirement_script():
+    spec = importlib.util.spec_from_file_location("script_requirement", REPO / "scripts" / "requirement.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_requirement_script_records_a_validated_run_and_says_where(bench_env, capsys):
+    script = _requirement_script()
+    assert script.main(["typical", "--scale", "ci"]) == 0
+    out = capsys.readouterr().out
+    path = Path(out.split("RunRecord ")[1].split()[0])
+    assert path.parent.parent.parent == bench_env / "records" and path.name == "requirement-tiny-1gpu-all-r0.json"
+    assert record.load(path)["harness"]["validated"] and "validated" in out
+
+
+def test_requirement_script_exit_codes(bench_env, capsys, monkeypatch):
+    script = _requirement_script()
+    assert script.main(["full", "--scale", "ci"]) == 2  # the ci scale has no full sample
+    assert script.main(["typical", "--scale", "ci", "--gpus", "2"]) == 2
+    monkeypatch.setenv("FAKE_DROP", "1")
+    assert script.main(["typical", "--scale", "ci"]) == 1
+    said = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[vnp-bench]")]
+    assert len(said) == 3 and all(line.startswith("requirement: ") for line in said)
+    assert "cannot run here" in said[0] and "rows: 224, expected 225" in said[2]
