@@ -37,7 +37,7 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     devices.add_argument("--cpu", action="store_true", help="run on the CPU even when GPUs are visible")
     devices.add_argument("--cpu-workers", type=int, default=1, metavar="N",
                          help="with --cpu (or no GPU): N worker processes, as with N GPUs (tests the multi-GPU path)")
-    devices.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: all cores)")
+    devices.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch, and processes for preprocessing a large plain FASTA (default: all cores)")
     speed = parser.add_argument_group("optimisations (defaults: --variant all)")
     speed.add_argument("--variant", choices=("baseline", "all"),
                        help="baseline: the original's way (fp32, math attention, padded batches, models "

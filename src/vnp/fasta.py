@@ -60,6 +60,15 @@ def read_fasta(path, keep_case: bool = False) -> Iterator[tuple[str, str]]:
     seen.add(pending)
 
 
+def read_fasta_span(path, span: tuple[int, int]) -> Iterator[tuple[str, str]]:
+    """(record_id, sequence as written) of the records in one ``record_spans`` span of a plain file.
+
+    Checked like ``read_fasta`` except for duplicate IDs, which need the whole file (the caller's job);
+    record numbers in its errors count from the span's first record.
+    """
+    return _parse(path, span)
+
+
 def validate_fasta(path, chunk_size: int | None = None) -> Composition:
     """One full streaming pass that raises on the first problem; counts reads, bases (and chunks if C given)."""
     composition = Composition()
@@ -86,17 +95,57 @@ def _open_bytes(path):
         raise InputError(f"{path}: cannot be read ({err.strerror or err})") from None
 
 
-def _blocks(path) -> Iterator[bytes]:
+def _blocks(path, span: tuple[int, int] | None = None) -> Iterator[bytes]:
+    """The file's bytes in blocks; with ``span`` only bytes [start, end) of a plain (not gzip) file."""
     with _open_bytes(path) as stream:
+        if span is not None:
+            start, end = span
+            stream.seek(start)
+            while start < end:
+                block = stream.read(min(BLOCK_BYTES, end - start))
+                if not block:
+                    return
+                start += len(block)
+                yield block
+            return
         try:
             yield from iter(lambda: stream.read(BLOCK_BYTES), b"")
         except (gzip.BadGzipFile, EOFError, zlib.error) as err:
             raise InputError(f"{path}: not a valid gzip file ({err})") from None
 
 
-def _record_texts(path) -> Iterator[bytes]:
+def record_spans(path, pieces: int) -> list[tuple[int, int]] | None:
+    """Split a plain FASTA file into about ``pieces`` byte spans that each begin with a record's '>'.
+
+    Spans start right after a newline followed by '>', exactly where ``_record_texts`` splits records,
+    so parsing the spans one after the other sees the same records as parsing the file. The first span
+    starts at 0 (and keeps the check for a leading '>'). None for gzip input, which cannot be split.
+    """
+    stream = _open_bytes(path)
+    with stream:
+        if isinstance(stream, gzip.GzipFile):
+            return None
+        size = stream.seek(0, 2)
+        starts = [0]
+        for cut in range(1, pieces):
+            stream.seek(max(size * cut // pieces, starts[-1] + 1))
+            found, scanned = -1, b""
+            while found < 0:
+                block = stream.read(BLOCK_BYTES)
+                if not block:
+                    break
+                scanned = scanned[-1:] + block
+                found = scanned.find(b"\n>")
+                offset = stream.tell() - len(scanned)
+            if found < 0:
+                break
+            starts.append(offset + found + 1)
+        return [(a, b) for a, b in zip(starts, starts[1:] + [size]) if b > a]
+
+
+def _record_texts(path, span: tuple[int, int] | None = None) -> Iterator[bytes]:
     """Each record's text after its '>': header line, newline, sequence lines."""
-    blocks = _blocks(path)
+    blocks = _blocks(path, span)
     head = b""
     for block in blocks:  # skip leading blank space, then insist on '>'
         head = (head + block).lstrip()
@@ -117,9 +166,9 @@ def _record_texts(path) -> Iterator[bytes]:
     yield b"".join(parts)
 
 
-def _parse(path) -> Iterator[tuple[str, str]]:
-    """(ID, sequence as written) for every record, checked; no duplicate detection."""
-    for number, text in enumerate(_record_texts(path), start=1):
+def _parse(path, span: tuple[int, int] | None = None) -> Iterator[tuple[str, str]]:
+    """(ID, sequence as written) for every record (of ``span`` if given), checked; no duplicate detection."""
+    for number, text in enumerate(_record_texts(path, span), start=1):
         header, _, body = text.partition(b"\n")
         words = header.split(None, 1)
         if not words:
