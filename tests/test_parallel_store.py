@@ -90,3 +90,23 @@ def test_predict_builds_in_parallel_and_reports_problems_exactly_as_the_serial_p
             predict._build_store(bad, 300, tmp_path / f"bad{processes}", RunRecord([]), processes)
         messages.append(str(raised.value))
     assert messages[0] == messages[1] and "duplicate record ID 'read3' (records #4 and #601)" in messages[0]
+
+
+def test_parallel_results_are_the_serial_bytes(tmp_path):
+    from vnp.consensus import write_prediction_results
+    from vnp.engine import parallel_results
+    from vnp.engine.store import FrameStore, FrameStoreWriter
+
+    rng = np.random.default_rng(1)
+    writer = FrameStoreWriter(tmp_path / "store")
+    ids = [f"read{i}_chunk_1{'FR'[i % 2]}{i % 3 + 1}" for i in range(5000)]
+    ids[4321] = "säule_chunk_1F1"  # non-ASCII: that block decodes frame by frame
+    writer.append(ids=ids, nucleotides=["ACG"] * 5000, proteins=["M"] * 5000)
+    writer.close()
+    scores = rng.random((5000, 2), dtype=np.float32)
+    scores[7] = scores[7, ::-1] = 0.5  # a tie: "others"
+    write_prediction_results(tmp_path / "serial.txt", FrameStore(tmp_path / "store").column("ids"), scores[:, 0], scores[:, 1])
+    parallel_results.write(tmp_path / "parallel.txt", tmp_path / "store", scores, 3, tmp_path / "parts")
+    assert (tmp_path / "parallel.txt").read_bytes() == (tmp_path / "serial.txt").read_bytes()
+    assert not (tmp_path / "parts").exists()
+    assert FrameStore(tmp_path / "store").column("ids", 4990, 6000) == ids[4990:]

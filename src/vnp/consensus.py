@@ -9,6 +9,7 @@ suffix), sorted by chunk ID, written as pandas' `to_csv(sep="\\t")` would (the o
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from vnp.atomic import atomic_write
 from vnp.errors import InputError
 
 RESULTS_HEADER = ("Sequence_ID", "Prediction", "score1", "score2")
+RESULTS_HEADER_LINE = "\t".join(RESULTS_HEADER) + "\n"
 CONSENSUS_HEADER = ("Modified_ID", "Is_Virus")
 CONSENSUS_NAME = "prediction_results_highestscore.csv"
 
@@ -26,19 +28,24 @@ def format_score(x) -> str:
     return str(np.float32(x))
 
 
-def write_prediction_results(path, ids, score1, score2) -> None:
-    """Per-frame results; Prediction is the argmax of (score1, score2), a tie going to class 0 ("others")."""
+def result_lines(ids, score1, score2) -> Iterator[str]:
+    """The rows of `prediction_results.txt` after its header; Prediction is the argmax of (score1, score2),
+    a tie going to class 0 ("others")."""
     score1 = np.asarray(score1, dtype=np.float32)
     score2 = np.asarray(score2, dtype=np.float32)
     if not len(ids) == len(score1) == len(score2):
         raise ValueError(f"{len(ids)} IDs but {len(score1)} and {len(score2)} scores")
     labels = np.where(score2 > score1, "virus", "others").tolist()
-    with atomic_write(path) as handle:
-        handle.write("\t".join(RESULTS_HEADER) + "\n")
-        handle.writelines(
-            f"{i}\t{label}\t{a}\t{b}\n"
-            for i, label, a, b in zip(ids, labels, map(format_score, score1), map(format_score, score2))
-        )
+    return (f"{i}\t{label}\t{a}\t{b}\n"
+            for i, label, a, b in zip(ids, labels, map(format_score, score1), map(format_score, score2)))
+
+
+def write_prediction_results(path, ids, score1, score2) -> None:
+    """Per-frame results, header first (`engine/parallel_results.py` writes the same bytes in parallel)."""
+    lines = result_lines(ids, score1, score2)
+    with atomic_write(path, encoding="utf-8") as handle:
+        handle.write(RESULTS_HEADER_LINE)
+        handle.writelines(lines)
 
 
 def consensus(ids, score1, score2) -> list[tuple[str, bool]]:
@@ -55,7 +62,7 @@ def consensus(ids, score1, score2) -> list[tuple[str, bool]]:
 
 def write_highestscore(path, rows) -> None:
     """`Modified_ID<TAB>Is_Virus` rows with True/False, quoted where pandas' to_csv would quote."""
-    with atomic_write(path, newline="") as handle:
+    with atomic_write(path, newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(CONSENSUS_HEADER)
         writer.writerows(rows)

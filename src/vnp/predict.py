@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vnp.atomic import atomic_write
-from vnp.engine import parallel_store
+from vnp.engine import parallel_results, parallel_store
 from vnp.engine.batching import length_sorted_order
 from vnp.engine.devices import host_info, resolve_devices, resolve_precision
 from vnp.engine.runner import WorkerPool
@@ -35,7 +35,7 @@ LOCKFILE = ".vnp.lock"
 RESULTS = "prediction_results.txt"
 CONSENSUS = "prediction_results_highestscore.csv"
 ESM_MAX_TOKENS = 1024  # 1022 residues + BOS + EOS
-MAX_PREPROCESS_PROCESSES = 32  # (--threads, default all cores) preprocessing a large file in parallel
+MAX_PARALLEL_PROCESSES = 32  # (--threads, default all cores) preprocessing and writing in parallel
 
 # --variant: shorthands for the benchmark's two poles; explicit flags still win.
 VARIANTS = {
@@ -219,6 +219,7 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
     record.data["config"] = config
     record.data["host"] = host_info(options["gpus"])
     config_hash = _config_hash(config, input_path)
+    processes = min(MAX_PARALLEL_PROCESSES, config["threads"])  # for preprocessing and writing
     world = len(options["devices"])
     budget = {k: v for k, v in (("dnabert", args.token_budget), ("esm2", args.token_budget)) if v}
     configs = [
@@ -233,8 +234,7 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
     (workdir / "plan.json").unlink(missing_ok=True)  # a killed run's plan must not start the new workers early
     pool = WorkerPool(configs, quiet=args.quiet)  # they load their models while we preprocess
     try:
-        composition = _preprocess(input_path, args.model_type, workdir, record, config_hash,
-                                  processes=min(MAX_PREPROCESS_PROCESSES, config["threads"]))
+        composition = _preprocess(input_path, args.model_type, workdir, record, config_hash, processes)
         frames = composition["frames"]
         record.data["input"] = dict(composition)
         part_size = max(1, min(args.records_per_part, math.ceil(frames / world))) if frames else 1
@@ -254,8 +254,12 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
     scores, dnabert_tokens = _gather_scores(workdir, frames)
     record.data["input"]["dnabert_tokens"] = dnabert_tokens
     ids = store.column("ids")
-    with record.stage("write") as entry:
-        write_prediction_results(outdir / RESULTS, ids, scores[:, 0], scores[:, 1])
+    with record.stage("write", processes=1) as entry:
+        if processes > 1 and len(ids) >= parallel_results.MIN_ROWS:
+            parallel_results.write(outdir / RESULTS, workdir / "frames", scores, processes, workdir / "results-parts")
+            entry["processes"] = processes
+        else:
+            write_prediction_results(outdir / RESULTS, ids, scores[:, 0], scores[:, 1])
         entry["items"] = len(ids)
     with record.stage("consensus") as entry:
         rows = consensus(ids, scores[:, 0], scores[:, 1])

