@@ -211,3 +211,20 @@ def test_killing_the_parent_stops_its_spawned_workers(tmp_path, cache_dir):
     predict(READS, out, "-m", "300", "--records-per-part", "200", "--cpu-workers", "2", "--resume",
             cache_dir=cache_dir)
     assert len(data_lines(out / "prediction_results.txt")) == 3976
+
+
+def test_parallel_preprocessing_and_writing_give_the_same_outputs(tmp_path, cache_dir):
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    predict(READS, serial, cache_dir=cache_dir)
+    vnp("predict", READS, "-o", parallel, "--model-size", "tiny", "--cpu", "--quiet", "--threads", "2",
+        cache_dir=cache_dir, env={"VNP_PARALLEL_FROM": "0"})
+    # (two torch threads may round a last bit differently: the writers' bytes are compared in test_parallel_store)
+    rows = [[line.split("\t") for line in data_lines(out / "prediction_results.txt")] for out in (serial, parallel)]
+    assert [r[:2] for r in rows[0]] == [r[:2] for r in rows[1]] and len(rows[0]) == 3976
+    assert max(abs(float(a[3]) - float(b[3])) for a, b in zip(*rows)) < 1e-5
+    name = "prediction_results_highestscore.csv"
+    assert (parallel / name).read_bytes() == (serial / name).read_bytes()
+    stages = {s["name"]: s for s in json.loads((parallel / "run.json").read_text())["stages"]}
+    assert stages["preprocess"]["processes"] == 2 and stages["write"]["processes"] == 2
+    assert "parallel_fallback" not in stages["preprocess"]
+

@@ -130,7 +130,7 @@ def _build_store(input_path: Path, chunk_size: int, workdir: Path, record: RunRe
     store = workdir / "frames"
     with record.stage("preprocess", processes=1) as entry:
         built = None
-        if processes > 1 and input_path.stat().st_size >= parallel_store.MIN_BYTES:
+        if processes > 1 and input_path.stat().st_size >= _parallel_from(parallel_store.MIN_BYTES):
             try:
                 built = parallel_store.build(input_path, chunk_size, store, processes)
                 entry["processes"] = processes
@@ -146,6 +146,11 @@ def _build_store(input_path: Path, chunk_size: int, workdir: Path, record: RunRe
         assert summary["frames"] == len(FrameStore(store)), "frame store and composition disagree"
         entry["items"] = summary["frames"]
     return summary
+
+
+def _parallel_from(size: int) -> int:
+    """The input size from which a step runs in parallel; VNP_PARALLEL_FROM=0 (a test hook) forces it."""
+    return int(os.environ.get("VNP_PARALLEL_FROM", size))
 
 
 def _serial_store(input_path: Path, chunk_size: int, store: Path):
@@ -255,7 +260,7 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
     record.data["input"]["dnabert_tokens"] = dnabert_tokens
     ids = store.column("ids")
     with record.stage("write", processes=1) as entry:
-        if processes > 1 and len(ids) >= parallel_results.MIN_ROWS:
+        if processes > 1 and len(ids) >= _parallel_from(parallel_results.MIN_ROWS):
             parallel_results.write(outdir / RESULTS, workdir / "frames", scores, processes, workdir / "results-parts")
             entry["processes"] = processes
         else:
