@@ -216,8 +216,12 @@ def test_killing_the_parent_stops_its_spawned_workers(tmp_path, cache_dir):
 def test_parallel_preprocessing_and_writing_give_the_same_outputs(tmp_path, cache_dir):
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     predict(READS, serial, cache_dir=cache_dir)
-    vnp("predict", READS, "-o", parallel, "--model-size", "tiny", "--cpu", "--quiet", "--threads", "2",
-        cache_dir=cache_dir, env={"VNP_PARALLEL_FROM": "0"})
+    said = vnp("predict", READS, "-o", parallel, "--model-size", "tiny", "--cpu", "--threads", "2",
+               cache_dir=cache_dir, env={"VNP_PARALLEL_FROM": "0"}).stderr
+    # without --quiet, a line per step says what happened
+    assert "vnp: 3,000 reads -> 3,976 frames to embed on 1 device (" in said and "2 processes)" in said
+    assert "vnp: embedded and classified: DNABERT-S" in said and "ESM-2" in said
+    assert f"vnp: wrote prediction_results.txt (3,976 frames) and prediction_results_highestscore.csv (2,346 chunks) to {parallel}" in said
     # (two torch threads may round a last bit differently: the writers' bytes are compared in test_parallel_store)
     rows = [[line.split("\t") for line in data_lines(out / "prediction_results.txt")] for out in (serial, parallel)]
     assert [r[:2] for r in rows[0]] == [r[:2] for r in rows[1]] and len(rows[0]) == 3976

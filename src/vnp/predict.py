@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,11 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
         "weights": {"esm2": args.esm_weights, "dnabert": args.dnabert_dir, "classifier": args.classifier},
     }
     record.data["config"] = config
+
+    def say(message: str) -> None:  # what happened, a line per step, unless --quiet
+        if not args.quiet:
+            print(f"vnp: {message}", file=sys.stderr, flush=True)
+
     record.data["host"] = host_info(options["gpus"])
     config_hash = _config_hash(config, input_path)
     processes = min(MAX_PARALLEL_PROCESSES, config["threads"])  # for preprocessing and writing
@@ -242,6 +248,11 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
         composition = _preprocess(input_path, args.model_type, workdir, record, config_hash, processes)
         frames = composition["frames"]
         record.data["input"] = dict(composition)
+        stage = record.data["stages"][-1]
+        how = "reused from the interrupted run" if stage.get("skipped") else \
+            f"{stage['seconds']:.1f} s, {stage['processes']} process{'es' if stage['processes'] > 1 else ''}"
+        say(f"{composition['reads']:,} reads -> {frames:,} frames to embed on {world} "
+            f"{'device' if world == 1 else 'devices'} ({how})")
         part_size = max(1, min(args.records_per_part, math.ceil(frames / world))) if frames else 1
         (workdir / "scores").mkdir(exist_ok=True)
         record.data["resumed"] = {"parts_done_before": len(list((workdir / "scores").glob("*.npz")))}
@@ -251,6 +262,10 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
     record.add_worker_stages(summaries)
     if summaries:
         config["token_budget"] = summaries[0]["token_budget"]
+        names = {"esm2": "ESM-2", "dnabert": "DNABERT-S"}
+        rates = [f"{names[s['name']]} {s['tokens'] / s['seconds']:,.0f} tokens/s" for s in record.data["stages"]
+                 if s["name"] in names and s["tokens"] and s["seconds"]]
+        say("embedded and classified: " + ", ".join(rates))
     if record.data["synthetic_weights"]:
         print("vnp: no weights given for some models: using seeded random weights — speed and memory are "
               "real, the labels are not", file=sys.stderr)
@@ -271,6 +286,8 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
         write_highestscore(outdir / CONSENSUS, rows)
         entry["items"] = len(rows)
     record.data["output"] = {"frames": len(ids), "consensus_rows": len(rows)}
+    say(f"wrote {RESULTS} ({len(ids):,} frames) and {CONSENSUS} ({len(rows):,} chunks) to {outdir} "
+        f"in {time.time() - record.started_at:.1f} s")
     if args.keep_intermediate:
         from vnp.preprocess import preprocess_files
 
