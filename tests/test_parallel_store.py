@@ -72,6 +72,16 @@ def test_doubtful_input_goes_back_to_the_serial_pass(tmp_path, extra, reason):
         parallel_store.build(path, 300, tmp_path / "store", 3)
 
 
+def test_gzip_and_empty_files_go_to_the_serial_pass(tmp_path):
+    gz = tmp_path / "reads.fa.gz"
+    gz.write_bytes(gzip.compress(write_reads(tmp_path / "reads.fa", count=20).read_bytes()))
+    empty = tmp_path / "empty.fa"
+    empty.write_bytes(b"")
+    for path, reason in ((gz, "gzip"), (empty, "empty")):
+        with pytest.raises(parallel_store.NeedsSerialPass, match=reason):
+            parallel_store.build(path, 300, tmp_path / "store", 2)
+
+
 def test_predict_builds_in_parallel_and_reports_problems_exactly_as_the_serial_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(parallel_store, "MIN_BYTES", 0)
     path = write_reads(tmp_path / "reads.fa")
