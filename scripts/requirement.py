@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         return 1
     h = result["harness"]
     name = record.record_name(spec.suite, h["dataset"], h["gpus"], h["variant"])
-    path = record.records_root() / h["machine"] / h["commit"][:8] / f"{name}-r{h['repeat']}.json"
+    path = record.record_path(h["machine"], h["commit"], name, h["repeat"])
     print(f"{h['dataset']} on {args.gpus} {'GPU' if args.gpus == 1 else 'GPUs'}: {h['wall_seconds']:.1f} s, "
           f"{h['records_out']:,} of {h['records_in']:,} frames, validated; RunRecord {path}")
     for stage in result["run"]["stages"]:

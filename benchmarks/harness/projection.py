@@ -23,9 +23,10 @@ from typing import Iterable, Mapping, NamedTuple
 
 import numpy as np
 
+from benchmarks.harness.scale import GPU_COUNTS, ROLES
+
 SCHEMA = "vnp-projection/1"
 RUNRECORD_SCHEMA = "vnp-runrecord/1"
-GPU_COUNTS = (1, 2, 4, 8)
 DEFAULT_TARGET_HOURS = 10.0
 FULL_SAMPLE_READS = 6_000_000
 STARTUP = "startup"
@@ -582,9 +583,9 @@ def sample_runs_check(model: CostModel, group: Iterable[Observation], sample_run
     return rows
 
 
-# Dataset roles from small to large (the reads ones; contigs are chunked apart): the default trust check
+# The scales' dataset roles, small to large, but contigs (chunked apart): the default trust check
 # predicts the largest role a group ran from the next smaller one.
-READ_ROLES = ("typical", "large", "subset1m", "full")
+READ_ROLES = tuple(role for role in ROLES if role != "contigs")
 
 
 def default_check(observations: Iterable[Observation]) -> tuple[str, str]:

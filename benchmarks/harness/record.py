@@ -31,6 +31,11 @@ def record_name(suite: str, dataset: str, gpus: int, variant: str) -> str:
     return f"{suite}-{dataset}-{gpus}gpu-{variant}"
 
 
+def record_path(machine: str, commit: str, name: str, repeat: int) -> Path:
+    """Where a run's RunRecord lives: <records root>/<machine>/<commit, 8 digits>/<name>-r<repeat>.json."""
+    return records_root() / machine / commit[:8] / f"{name}-r{repeat}.json"
+
+
 def next_repeat(directory: Path, name: str) -> int:
     """The first repeat index without a record: earlier measurements are never overwritten."""
     repeat = 0

@@ -153,7 +153,7 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
         "log_tail": _tail(workdir / "pipeline.log") if problems else None,
     }
     result = record.build(harness, run, samples)
-    record.write(result, records_dir / f"{name}-r{repeat}.json")
+    record.write(result, record.record_path(machine, commit, name, repeat))
     _say(f"{name}-r{repeat}: {harness['wall_seconds']:.1f} s, " + ("validated" if not problems else "; ".join(problems)))
     if problems:
         raise RunFailed(f"{name}-r{repeat}: " + "; ".join(problems) + (f" ({harness['log_tail']})" if harness["log_tail"] else ""))
