@@ -120,3 +120,22 @@ def test_parallel_results_are_the_serial_bytes(tmp_path):
     assert (tmp_path / "parallel.txt").read_bytes() == (tmp_path / "serial.txt").read_bytes()
     assert not (tmp_path / "parts").exists()
     assert FrameStore(tmp_path / "store").column("ids", 4990, 6000) == ids[4990:]
+    # measured on 2 cores: a loss at 0.8 M rows, a gain at 4.8 M; many processes pay sooner
+    assert not parallel_results.pays(793_833, 2) and parallel_results.pays(4_764_971, 2)
+    assert parallel_results.pays(793_833, 32) and not parallel_results.pays(10**7, 1)
+
+
+def test_bench_parallel_script_compares_one_process_with_several(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_parallel.py"
+    spec = importlib.util.spec_from_file_location("bench_parallel", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = write_reads(tmp_path / "reads.fa", count=300)
+    assert module.main([str(path), "--processes", "2", "--json", str(tmp_path / "out.json")]) == 0
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["identical"] and set(report["store"]) == set(report["results"]) == {"1", "2"}
+    assert report["frames"] > 0 and report["ids_column_s"] >= 0

@@ -275,7 +275,7 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
     record.data["input"]["dnabert_tokens"] = dnabert_tokens
     ids = store.column("ids")
     with record.stage("write", processes=1) as entry:
-        if processes > 1 and len(ids) >= _parallel_from(parallel_results.MIN_ROWS):
+        if parallel_results.pays(len(ids), processes, _parallel_from(parallel_results.MIN_ROWS)):
             parallel_results.write(outdir / RESULTS, workdir / "frames", scores, processes, workdir / "results-parts")
             entry["processes"] = processes
         else:

@@ -20,7 +20,15 @@ from vnp.atomic import atomic_write
 from vnp.consensus import RESULTS_HEADER_LINE, result_lines, write_prediction_results
 from vnp.engine.store import FrameStore
 
-MIN_ROWS = 500_000  # below this one process writes in ~1 s: not worth spawning (~0.35 s) for
+# Worth it when rows x (1 - 1/processes) reaches this: spawning, concatenating and re-reading the IDs cost
+# ~0.7 s + 0.37 us a row. On the 2-core VM (scripts/bench_parallel.py) 2 processes lost at 793,833 rows
+# (1.22 -> 1.58 s) and won at 4,764,971 (7.13 -> 5.68 s); 32 processes pay from ~620,000 rows.
+MIN_ROWS = 600_000
+
+
+def pays(rows: int, processes: int, min_rows: int = MIN_ROWS) -> bool:
+    """Whether writing ``rows`` rows with ``processes`` processes beats one process."""
+    return processes > 1 and rows * (1 - 1 / processes) >= min_rows
 
 
 def write(path: Path, store_dir: Path, scores: np.ndarray, processes: int, parts_dir: Path) -> None:
