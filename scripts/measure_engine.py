@@ -116,8 +116,8 @@ def fidelity(args, proteins, nucleotides):
     reference.attach("esm2", esm)
     reference.attach("dnabert", dnabert.model, tokenizer)
     with torch.inference_mode():
-        ref_esm = reference.embed("esm2", proteins)
-        ref_dna = reference.embed("dnabert", nucleotides)
+        ref_esm = reference.embed("esm2", proteins)[0]
+        ref_dna = reference.embed("dnabert", nucleotides)[0]
         ref_scores = classifier.scores(torch.cat([ref_dna, ref_esm], 1))
     results = []
     for precision in args.low_precisions:

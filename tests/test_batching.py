@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vnp.engine.batching import (gather_packed, gather_padded, length_sorted_order, next_batch_end, shard,
-                                 split_parts, token_batches)
+from vnp.engine.batching import (backing_off, gather_packed, gather_padded, length_sorted_order, next_batch_end,
+                                 shard, split_parts, token_batches)
 
 lengths_strategy = st.lists(st.integers(min_value=1, max_value=300), min_size=0, max_size=400)
 
@@ -64,3 +64,37 @@ def test_gather_packed_and_padded_match_the_records():
 def test_shard_rejects_a_rank_outside_the_world():
     with pytest.raises(ValueError):
         shard(np.arange(3), 3, 3)
+
+
+class OutOfMemory(Exception):
+    pass
+
+
+@settings(max_examples=100)
+@given(lengths=st.lists(st.integers(1, 100), min_size=1, max_size=60), budget=st.integers(1, 4000),
+       fits=st.integers(100, 1000))
+def test_backing_off_halves_the_budget_until_a_batch_fits_and_never_drops_a_record(lengths, budget, fits):
+    sorted_lengths = np.sort(np.array(lengths, dtype=np.int64))[::-1]
+    covered, backoffs = [], []
+
+    def run_batch(start, end):  # a device on which at most ``fits`` tokens fit
+        if sorted_lengths[start:end].sum() > fits:
+            raise OutOfMemory
+        covered.extend(range(start, end))
+
+    def cut(start, budget):
+        return next_batch_end(sorted_lengths, start, budget, padded=False)
+
+    start, first = 0, budget
+    while start < len(sorted_lengths):
+        start, _, budget = backing_off(run_batch, cut, start, budget, (OutOfMemory,), lambda: backoffs.append(1))
+    assert covered == list(range(len(lengths)))  # every record once, in order
+    assert budget == max(1, first >> len(backoffs))  # halved once per back-off, and kept
+
+
+def test_backing_off_gives_up_on_a_record_that_never_fits():
+    def run_batch(start, end):
+        raise OutOfMemory
+
+    with pytest.raises(OutOfMemory):
+        backing_off(run_batch, lambda start, budget: start + max(1, budget // 10), 0, 100, (OutOfMemory,))

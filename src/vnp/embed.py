@@ -60,7 +60,7 @@ def run(args) -> int:
         worker.attach("dnabert", loaded.model, tokenizer)
     if loaded.synthetic:
         print("vnp: no weights given: embeddings come from seeded random weights", file=sys.stderr)
-    embeddings = worker.embed(args.model, sequences).cpu()
+    embeddings = worker.embed(args.model, sequences)[0].cpu()
     packed_ids = np.frombuffer("\n".join(ids).encode(), dtype=np.uint8).copy()
     with atomic_write(args.output, "wb") as handle:
         handle.write(save({"embeddings": embeddings.contiguous(), "ids": torch.from_numpy(packed_ids)},

@@ -23,3 +23,9 @@ class OutputDirError(VnpError):
     """The output directory is not empty, is locked by another run, or cannot be written."""
 
     exit_code = 4
+
+
+class NonFiniteScoresError(VnpError):
+    """The models produced NaN or infinite scores (broken weights): no result is written."""
+
+    exit_code = 6

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from vnp.atomic import atomic_write
-from vnp.engine import parallel_results, parallel_store
+from vnp.engine import parallel_results, parallel_store, parts
 from vnp.engine.batching import length_sorted_order
 from vnp.engine.devices import host_info, resolve_devices, resolve_precision
 from vnp.engine.runner import WorkerPool
 from vnp.engine.store import FrameStore, FrameStoreWriter
-from vnp.engine.worker import WorkerConfig
+from vnp.engine.worker import WorkerConfig, fault_hooks
 from vnp.errors import InputError, OutputDirError, VnpError
 from vnp.runrecord import RunRecord
 
@@ -167,22 +167,6 @@ def _serial_store(input_path: Path, chunk_size: int, store: Path):
     return composition, np.concatenate(lengths)
 
 
-def _gather_scores(workdir: Path, frames: int) -> tuple[np.ndarray, int]:
-    """Scores of every frame in frame order, checking each frame came back exactly once."""
-    scores = np.full((frames, 2), np.nan, dtype=np.float32)
-    seen = np.zeros(frames, dtype=np.int64)
-    dnabert_tokens = 0
-    for part in sorted((workdir / "scores").glob("*.npz")):
-        with np.load(part) as data:
-            scores[data["rows"]] = data["scores"]
-            np.add.at(seen, data["rows"], 1)
-            dnabert_tokens += int(data["dnabert_tokens"])
-    if frames and not (seen == 1).all():
-        missing, doubled = int((seen == 0).sum()), int((seen > 1).sum())
-        raise VnpError(f"internal error: {missing} frames have no score and {doubled} have several")
-    return scores, dnabert_tokens
-
-
 def run(args) -> int:
     record = RunRecord(sys.argv[1:])
     outdir = Path(args.output).resolve()
@@ -238,11 +222,11 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
                      precision=options["precision"], attention=options["attention"], packing=options["packing"],
                      persistent_models=options["persistent_models"], token_budget=budget,
                      weights=config["weights"], trust_pickle=args.trust_pickle,
-                     max_memory_fraction=args.max_memory_fraction, threads=args.threads)
+                     max_memory_fraction=args.max_memory_fraction, threads=args.threads,
+                     **fault_hooks(os.environ))  # hidden test hooks: VNP_FAULT_OOM, VNP_FAULT_SLOW_PART
         for rank, device in enumerate(options["devices"])
     ]
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "plan.json").unlink(missing_ok=True)  # a killed run's plan must not start the new workers early
     pool = WorkerPool(configs, quiet=args.quiet)  # they load their models while we preprocess
     try:
         composition = _preprocess(input_path, args.model_type, workdir, record, config_hash, processes)
@@ -254,9 +238,9 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
         say(f"{composition['reads']:,} reads -> {frames:,} frames to embed on {world} "
             f"{'device' if world == 1 else 'devices'} ({how})")
         part_size = max(1, min(args.records_per_part, math.ceil(frames / world))) if frames else 1
-        (workdir / "scores").mkdir(exist_ok=True)
-        record.data["resumed"] = {"parts_done_before": len(list((workdir / "scores").glob("*.npz")))}
-        summaries = pool.run(part_size, frames) if frames else []
+        run_id = parts.open_run(workdir, resume=args.resume)  # stamps every part: another run's never counts
+        record.data["resumed"] = {"parts_done_before": parts.done_parts(workdir, run_id)}
+        summaries = pool.run(part_size, frames, run_id) if frames else []
     finally:
         pool.close()
     record.add_worker_stages(summaries)
@@ -271,7 +255,7 @@ def _run_locked(args, outdir: Path, record: RunRecord) -> None:
               "real, the labels are not", file=sys.stderr)
 
     store = FrameStore(workdir / "frames")
-    scores, dnabert_tokens = _gather_scores(workdir, frames)
+    scores, dnabert_tokens = parts.gather_scores(workdir, frames, run_id)
     record.data["input"]["dnabert_tokens"] = dnabert_tokens
     ids = store.column("ids")
     with record.stage("write", processes=1) as entry:

@@ -69,3 +69,19 @@ def gather_padded(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, row
     return matrix, lens
 
 
+def backing_off(run_batch, cut, start: int, budget: int, out_of_memory: tuple, on_backoff=None):
+    """Run the batch from ``start`` that ``cut(start, budget)`` ends; out of memory: halve the budget and retry.
+
+    Returns ``(end, result, budget)`` with the budget that fitted. A batch of one record that does not
+    fit raises its error again: records are never dropped, only batches made smaller.
+    """
+    while True:
+        end = cut(start, budget)
+        try:
+            return end, run_batch(start, end), budget
+        except out_of_memory:
+            if end - start == 1:
+                raise
+            budget = max(1, budget // 2)
+            if on_backoff is not None:
+                on_backoff()

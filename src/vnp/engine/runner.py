@@ -2,33 +2,37 @@
 
 Workers start before preprocessing and load their models while the parent reads and translates the
 input (start-up, CUDA initialisation and model loading otherwise add seconds to every run); they begin
-embedding once the parent writes the plan (``plan.json``: the part size, known only after
-preprocessing). Spawn, not fork: a forked child cannot use CUDA once the parent has touched it, and the
-parent here never does (device discovery goes through NVML), so each child initialises only its own GPU.
+embedding once the parent sends the plan (the part size, known only after preprocessing, and the run id
+that stamps every part file). Spawn, not fork: a forked child cannot use CUDA once the parent has touched
+it, and the parent here never does (device discovery goes through NVML), so each child initialises only
+its own GPU.
+
+Workers die with their parent (a parent-death signal on Linux, a check of the parent's pid before every
+part everywhere), and talk to it only through queues: plan in; progress, summary or error out. A worker
+of a killed run can therefore never start on, or report into, the next run in the same OUTDIR, and the
+part files it might still write carry its own run's id (``parts.py``).
 """
 
 from __future__ import annotations
 
-import json
+import ctypes
 import os
 import queue as queue_module
+import signal
+import sys
 import threading
-import time
 from dataclasses import replace
-from pathlib import Path
 
-from vnp.atomic import atomic_write
 from vnp.engine.worker import Worker, WorkerConfig
 from vnp.errors import VnpError
 from vnp.progress import progress_bar
 
-PLAN = "plan.json"
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class WorkerPool:
     def __init__(self, configs: list[WorkerConfig], *, quiet: bool):
         self.configs = configs
-        self.workdir = Path(configs[0].workdir)
         self.quiet = quiet
         self._bar = None
         self._processes = []
@@ -58,22 +62,26 @@ class WorkerPool:
 
         context = mp.get_context("spawn")
         self._messages = context.Queue()
-        self._processes = [context.Process(target=worker_main, args=(replace(c, parent_pid=os.getpid()), self._messages),
-                                           name=f"vnp-worker-{c.rank}") for c in self.configs]
+        self._plans = [context.Queue() for _ in self.configs]
+        self._processes = [
+            context.Process(target=worker_main, args=(replace(c, parent_pid=os.getpid()), plans, self._messages),
+                            name=f"vnp-worker-{c.rank}")
+            for c, plans in zip(self.configs, self._plans)
+        ]
         for process in self._processes:
             process.start()
 
-    def run(self, part_size: int, total_frames: int) -> list[dict]:
+    def run(self, part_size: int, total_frames: int, run_id: str) -> list[dict]:
         """Hand the workers the plan, wait for them, return their summaries."""
-        with atomic_write(self.workdir / PLAN) as handle:
-            json.dump({"part_size": part_size}, handle)
         with progress_bar(total_frames, "embedding", quiet=self.quiet) as self._bar:
             if not self._processes:
                 if self._loader is not None:
                     self._loader.join()
                     if self._load_error is not None:
                         raise self._load_error
-                return [self._worker.run(part_size)]
+                return [self._worker.run(part_size, run_id)]
+            for plans in self._plans:
+                plans.put({"part_size": part_size, "run_id": run_id})
             return self._wait_spawned()
 
     def _advance(self, stage: str, items: int) -> None:
@@ -81,24 +89,31 @@ class WorkerPool:
             self._bar.update(items)
 
     def _wait_spawned(self) -> list[dict]:
-        while any(p.is_alive() for p in self._processes):
-            self._drain(timeout=0.5)
+        summaries, failures = {}, {}
+        while any(p.is_alive() for p in self._processes) and not failures:
+            self._drain(summaries, failures, timeout=0.5)
             if any(p.exitcode not in (None, 0) for p in self._processes):
                 break
-        self._drain(timeout=0)
+        self._drain(summaries, failures, timeout=0)
         self.close()
         for config, process in zip(self.configs, self._processes):
-            if process.exitcode != 0:
-                error_file = self.workdir / f"worker{config.rank}.error"
-                reason = error_file.read_text() if error_file.exists() else f"exit code {process.exitcode}"
-                raise VnpError(f"worker on {config.device} failed: {reason}")
-        return [json.loads((self.workdir / f"worker{c.rank}.json").read_text()) for c in self.configs]
+            if config.rank in failures or process.exitcode != 0:
+                reason, code = failures.get(config.rank, (f"exit code {process.exitcode}", VnpError.exit_code))
+                error = VnpError(f"worker on {config.device} failed: {reason}")
+                error.exit_code = code  # a worker's NonFiniteScoresError keeps its exit code
+                raise error
+        return [summaries[c.rank] for c in self.configs]
 
-    def _drain(self, timeout: float) -> None:
+    def _drain(self, summaries: dict, failures: dict, timeout: float) -> None:
         try:
             while True:
-                _rank, stage, items = self._messages.get(timeout=timeout)
-                self._advance(stage, items)
+                kind, rank, payload = self._messages.get(timeout=timeout)
+                if kind == "progress":
+                    self._advance(*payload)
+                elif kind == "done":
+                    summaries[rank] = payload
+                else:
+                    failures[rank] = payload
                 timeout = 0
         except queue_module.Empty:
             pass
@@ -113,31 +128,40 @@ class WorkerPool:
             process.join()
 
 
-def _wait_for_plan(workdir: Path, parent: int | None) -> dict:
-    """Block until the parent writes the plan; give up if the parent is gone (killed: nobody will)."""
-    path = workdir / PLAN
-    while not path.exists():
-        if parent and os.getppid() != parent:
-            raise SystemExit(1)
-        time.sleep(0.02)
-    return json.loads(path.read_text())
+def die_with_parent(parent: int | None) -> None:
+    """Have the kernel kill this process when its parent dies (Linux); exit now if it already has."""
+    if parent is None:
+        return
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # died before the signal was armed
+        os._exit(1)
 
 
-def worker_main(config: WorkerConfig, queue) -> None:
-    """Entry point of a spawned worker: load the models, wait for the plan, run, leave a summary (or the error)."""
-    workdir = Path(config.workdir)
-    progress = lambda stage, items: queue.put((config.rank, stage, items))  # noqa: E731
+def _wait_for_plan(plans, parent: int | None) -> dict:
+    """Block until the parent sends the plan; give up if the parent is gone (killed: nobody will)."""
+    while True:
+        try:
+            return plans.get(timeout=0.5)
+        except queue_module.Empty:
+            if parent and os.getppid() != parent:
+                raise SystemExit(1) from None
+
+
+def worker_main(config: WorkerConfig, plans, messages) -> None:
+    """Entry point of a spawned worker: load the models, wait for the plan, run, send the summary (or the error)."""
+    die_with_parent(config.parent_pid)
+    progress = lambda stage, items: messages.put(("progress", config.rank, (stage, items)))  # noqa: E731
     try:
         worker = Worker(config, progress)
         worker.load_models()
-        plan = _wait_for_plan(workdir, config.parent_pid)
-        summary = worker.run(plan["part_size"])
-        with atomic_write(workdir / f"worker{config.rank}.json") as handle:
-            json.dump(summary, handle)
+        plan = _wait_for_plan(plans, config.parent_pid)
+        messages.put(("done", config.rank, worker.run(plan["part_size"], plan["run_id"])))
     except BaseException as error:  # the parent turns this into one line on stderr
         if isinstance(error, SystemExit):
             raise
         message = str(error) if isinstance(error, VnpError) else f"{type(error).__name__}: {error}"
-        with atomic_write(workdir / f"worker{config.rank}.error") as handle:
-            handle.write(message)
-        raise SystemExit(1)
+        messages.put(("failed", config.rank, (message, getattr(error, "exit_code", VnpError.exit_code))))
+        raise SystemExit(1) from None

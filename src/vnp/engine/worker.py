@@ -2,9 +2,9 @@
 
 A worker walks its shard part by part (``part_size`` frames each). For each part it embeds the
 nucleotides, then the proteins, concatenates the two embeddings, runs the MLP and writes the part's
-scores atomically; the file's existence is the part's completion marker, so ``--resume`` redoes only
-the parts without one. Batches are cut by a token budget; a batch that runs out of GPU memory halves
-the budget and is retried, so no record is ever dropped or duplicated.
+scores atomically, stamped with the run's id (``parts.py``); a part file of this run marks the part
+done, so ``--resume`` redoes only the others. Batches are cut by a token budget; a batch that runs out
+of GPU memory halves the budget and is retried, so no record is ever dropped or duplicated.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vnp.atomic import atomic_write
-from vnp.engine.batching import gather_packed, gather_padded, length_sorted_order, next_batch_end, shard, split_parts
+from vnp.engine import parts as part_files
+from vnp.engine.batching import (backing_off, gather_packed, gather_padded, length_sorted_order, next_batch_end,
+                                 shard, split_parts)
 from vnp.engine.devices import DTYPES, activation_bytes_per_token, default_token_budget
 from vnp.engine.store import FrameStore
-from vnp.errors import VnpError
+from vnp.errors import NonFiniteScoresError, VnpError
 
 MODEL_CONFIGS = {"tiny": ("tiny", "tiny"), "full": ("t36_3B", "dnabert-s")}
 STAGES = ("dnabert", "esm2", "classify")
@@ -46,6 +47,15 @@ class WorkerConfig:
     threads: int | None = None
     seed: int = 0
     parent_pid: int | None = None  # a spawned worker stops when this process is gone (killed parent)
+    # Fault injection for tests and the memory benchmark, set by the caller (never read from the environment here):
+    fault_oom_batches: tuple = ()  # these batch numbers (1-based, over the worker's life) raise InjectedOOM
+    slow_part_seconds: float = 0.0  # sleep after each part: widens the window in which a test can kill a run
+
+
+def fault_hooks(environ) -> dict:
+    """The WorkerConfig fault fields from ``VNP_FAULT_OOM=1,2,5`` and ``VNP_FAULT_SLOW_PART=SECONDS``."""
+    batches = tuple(int(v) for v in environ.get("VNP_FAULT_OOM", "").split(",") if v.strip())
+    return {"fault_oom_batches": batches, "slow_part_seconds": float(environ.get("VNP_FAULT_SLOW_PART") or 0)}
 
 
 @dataclass
@@ -57,6 +67,7 @@ class StageStats:
     batches: int = 0
     peak_allocated_bytes: int = 0
     peak_reserved_bytes: int = 0
+    start_allocated_bytes: int = 0  # the most already allocated when the stage began (weights, inputs)
     oom_backoffs: int = 0
     allocator_ooms: int = 0
     allocator_retries: int = 0
@@ -66,11 +77,7 @@ class StageStats:
 
 
 class InjectedOOM(RuntimeError):
-    """Stands in for torch.cuda.OutOfMemoryError when VNP_FAULT_OOM asks for one (tests, CPU)."""
-
-
-def scores_path(workdir: Path, rank: int, part: int) -> Path:
-    return Path(workdir) / "scores" / f"rank{rank}_part{part:05d}.npz"
+    """Stands in for torch.cuda.OutOfMemoryError when ``fault_oom_batches`` asks for one (tests, CPU)."""
 
 
 class Worker:
@@ -90,8 +97,6 @@ class Worker:
         self.budget = dict(config.token_budget)
         self.models = None
         self._batch_counter = 0
-        self._fault_batches = {int(v) for v in os.environ.get("VNP_FAULT_OOM", "").split(",") if v.strip()}
-        self._slow_parts = float(os.environ.get("VNP_FAULT_SLOW_PART", "0") or 0)
         self._started = time.time()
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -121,7 +126,8 @@ class Worker:
             loaded.model.attention = self.config.attention
         self.models = {"dnabert": dnabert.model, "esm2": esm.model, "classifier": classifier.model,
                        "tokenizer": tokenizer or load_dnabert_tokenizer(weights.get("dnabert"))}
-        self.synthetic_weights = {"dnabert": dnabert.synthetic, "esm2": esm.synthetic, "classifier": classifier.synthetic}
+        self.synthetic_weights = {"dnabert": dnabert.synthetic, "esm2": esm.synthetic,
+                                  "classifier": classifier.synthetic}
         for name, seconds in (("dnabert", t1 - t0), ("esm2", t2 - t1), ("classifier", t3 - t2)):
             self.model_load_seconds[name] += seconds
         self.model_loads += 1
@@ -150,35 +156,38 @@ class Worker:
         return default_token_budget(free, per_token)
 
     # -- the work -------------------------------------------------------------------------------
-    def run(self, part_size: int) -> dict:
+    def run(self, part_size: int, run_id: str) -> dict:
         """Embed and classify this worker's shard of the frame store, ``part_size`` frames at a time."""
         workdir = Path(self.config.workdir)
         store = FrameStore(workdir / "frames")
         order = np.load(workdir / "order.npy")
         parts = split_parts(shard(order, self.config.rank, self.config.world), part_size)
-        skipped = 0
+        skipped = stale = 0
         for number, rows in enumerate(parts):
-            if self.config.parent_pid and os.getppid() != self.config.parent_pid:
-                raise SystemExit(1)  # orphaned: the parent was killed; --resume will redo this part
-            target = scores_path(workdir, self.config.rank, number)
-            if target.exists():
+            self._check_parent()
+            target = part_files.part_path(workdir, self.config.rank, number)
+            state = part_files.check_part(target, run_id)
+            if state == "done":
                 skipped += 1
                 self.progress("skipped", len(rows))
                 continue
+            stale += state == "stale"
             if self.models is None:
                 self.load_models()
-            nucleotides = store.get("nucleotides", rows)
-            proteins = store.get("proteins", rows)
-            dnabert = self.embed("dnabert", nucleotides)
-            esm = self.embed("esm2", proteins)
+            dnabert, dnabert_tokens = self.embed("dnabert", store.get("nucleotides", rows))
+            esm, _ = self.embed("esm2", store.get("proteins", rows))
             scores = self._classify(dnabert, esm)
-            with atomic_write(target, "wb") as handle:
-                np.savez(handle, rows=rows, scores=scores, dnabert_tokens=self._last_dnabert_tokens)
+            self._check_parent()  # a killed parent's run is over: its work directory may belong to the next run
+            part_files.write_part(target, run_id, rows, scores, dnabert_tokens)
             if not self.config.persistent_models:
                 self.unload_models()
-            if self._slow_parts:  # test hook: widen the window in which a test can kill a run
-                time.sleep(self._slow_parts)
-        return self.summary(len(parts), skipped)
+            if self.config.slow_part_seconds:
+                time.sleep(self.config.slow_part_seconds)
+        return self.summary(len(parts), skipped, stale)
+
+    def _check_parent(self) -> None:
+        if self.config.parent_pid and os.getppid() != self.config.parent_pid:
+            raise SystemExit(1)  # orphaned: the parent was killed; --resume will redo this part
 
     def _tokenize(self, stage: str, sequences: list[str]):
         from vnp.models.tokenizers import dnabert_encode, esm_encode
@@ -188,62 +197,73 @@ class Worker:
         return dnabert_encode(self.models["tokenizer"], sequences)
 
     def embed(self, stage: str, sequences: list[str]):
-        """Float32 embeddings [n, E] (on the device) of ``sequences`` with the ``stage`` model."""
+        """Float32 embeddings [n, E] (on the device) of ``sequences`` with the ``stage`` model, and their tokens."""
         torch = self.torch
-        stats = self.stages[stage]
         model = self.models[stage]
         begin = self._stage_begin()
         flat, lengths = self._tokenize(stage, sequences)
         lengths = lengths.astype(np.int64)
-        if stage == "dnabert":
-            self._last_dnabert_tokens = int(lengths.sum())
         starts = np.zeros(len(lengths), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
         order = length_sorted_order(lengths)
         sorted_lengths = lengths[order]
+        padded = not self.config.packing
         out = torch.empty((len(sequences), model_output_dim(model)), dtype=torch.float32, device=self.device)
-        pad = getattr(model, "pad_id", 0)
+
+        def forward(start: int, end: int):
+            self._maybe_inject_oom()
+            return self._forward(model, flat, starts, lengths, order[start:end], int(sorted_lengths[start]))
+
+        def cut(start: int, budget: int) -> int:
+            return next_batch_end(sorted_lengths, start, budget, padded=padded)
+
         start = 0
         with torch.inference_mode(), sdpa_backends(stage):
             while start < len(order):
-                end = next_batch_end(sorted_lengths, start, self.budget[stage], padded=not self.config.packing)
-                rows = order[start:end]
                 t_batch = time.time()
-                try:
-                    self._maybe_inject_oom()
-                    if self.config.packing:
-                        tokens, cu = gather_packed(flat, starts, lengths, rows)
-                        # cu_seqlens stays on the host: the model groups by length there, without a device sync
-                        emb = model.embed_packed(self._to_device(tokens), self.torch.from_numpy(cu),
-                                                 int(sorted_lengths[start]))
-                        computed = len(tokens)
-                    else:
-                        matrix, lens = gather_padded(flat, starts, lengths, rows, pad)
-                        emb = model.embed_padded(self._to_device(matrix), self._to_device(lens))
-                        computed = matrix.size
-                except (torch.cuda.OutOfMemoryError, InjectedOOM):
-                    if end - start == 1:
-                        raise VnpError(f"{stage}: one record of {sorted_lengths[start]} tokens does not fit in "
-                                       f"{self.config.device} memory") from None
-                    stats.oom_backoffs += 1
-                    self.budget[stage] = max(1, self.budget[stage] // 2)
-                    if self.is_cuda:
-                        torch.cuda.empty_cache()
-                    continue
-                out[self._to_device(rows)] = emb.float()
-                real = int(sorted_lengths[start:end].sum())
-                stats.batches += 1
-                stats.tokens += real
-                stats.items += end - start
-                stats.padding_tokens += computed - real
-                if stats.first_batch_seconds is None:
-                    self._sync()
-                    stats.first_batch_seconds = time.time() - t_batch
-                    stats.first_batch_tokens = real
-                self.progress(stage, end - start)
+                end, (emb, computed), self.budget[stage] = self._backing_off(stage, forward, cut, start,
+                                                                             int(sorted_lengths[start]))
+                out[self._to_device(order[start:end])] = emb.float()
+                self._count_batch(stage, int(sorted_lengths[start:end].sum()), end - start, computed, t_batch)
                 start = end
         self._stage_end(stage, begin)
-        return out
+        return out, int(lengths.sum())
+
+    def _forward(self, model, flat, starts, lengths, rows, longest: int):
+        """One batch through ``model``: (embeddings, tokens computed, padding included)."""
+        if self.config.packing:
+            tokens, cu = gather_packed(flat, starts, lengths, rows)
+            # cu_seqlens stays on the host: the model groups by length there, without a device sync
+            return model.embed_packed(self._to_device(tokens), self.torch.from_numpy(cu), longest), len(tokens)
+        matrix, lens = gather_padded(flat, starts, lengths, rows, getattr(model, "pad_id", 0))
+        return model.embed_padded(self._to_device(matrix), self._to_device(lens)), matrix.size
+
+    def _backing_off(self, stage: str, forward, cut, start: int, longest: int):
+        """``backing_off`` with this device's out-of-memory errors; a record that does not fit alone is an error."""
+
+        def backed_off() -> None:
+            self.stages[stage].oom_backoffs += 1
+            if self.is_cuda:
+                self.torch.cuda.empty_cache()
+
+        try:
+            return backing_off(forward, cut, start, self.budget[stage],
+                               (self.torch.cuda.OutOfMemoryError, InjectedOOM), backed_off)
+        except (self.torch.cuda.OutOfMemoryError, InjectedOOM):
+            raise VnpError(f"{stage}: one record of {longest} tokens does not fit in "
+                           f"{self.config.device} memory") from None
+
+    def _count_batch(self, stage: str, real: int, items: int, computed: int, t_batch: float) -> None:
+        stats = self.stages[stage]
+        stats.batches += 1
+        stats.tokens += real
+        stats.items += items
+        stats.padding_tokens += computed - real
+        if stats.first_batch_seconds is None:
+            self._sync()
+            stats.first_batch_seconds = time.time() - t_batch
+            stats.first_batch_tokens = real
+        self.progress(stage, items)
 
     def _classify(self, dnabert, esm) -> np.ndarray:
         torch = self.torch
@@ -255,6 +275,10 @@ class Worker:
         stats.items += len(result)
         stats.batches += 1
         self._stage_end("classify", begin)
+        bad = int((~np.isfinite(result)).any(axis=1).sum())
+        if bad:
+            raise NonFiniteScoresError(f"the classifier gave non-finite scores (NaN or inf) for {bad} of {len(result)} "
+                                       "frames: check the weights (--classifier, --esm-weights, --dnabert-dir)")
         return result
 
     # -- bookkeeping ----------------------------------------------------------------------------
@@ -276,7 +300,12 @@ class Worker:
         self._sync()
         begin = {"t": time.time()}
         if self.is_cuda:
-            self.torch.cuda.reset_peak_memory_stats(self.device)
+            cuda = self.torch.cuda
+            # Release what earlier stages cached, then reset the peaks: otherwise a stage's reserved peak is
+            # the largest reserve of any stage before it (the caching allocator keeps its blocks).
+            cuda.empty_cache()
+            cuda.reset_peak_memory_stats(self.device)
+            begin["allocated"] = int(cuda.memory_allocated(self.device))
             begin["ooms"], begin["retries"] = self._memory_counters()
         return begin
 
@@ -287,19 +316,20 @@ class Worker:
         stats.seconds += now - begin["t"]
         stats.intervals.append([begin["t"], now])
         if self.is_cuda:
-            torch = self.torch
-            stats.peak_allocated_bytes = max(stats.peak_allocated_bytes, int(torch.cuda.max_memory_allocated(self.device)))
-            stats.peak_reserved_bytes = max(stats.peak_reserved_bytes, int(torch.cuda.max_memory_reserved(self.device)))
+            cuda = self.torch.cuda
+            stats.peak_allocated_bytes = max(stats.peak_allocated_bytes, int(cuda.max_memory_allocated(self.device)))
+            stats.peak_reserved_bytes = max(stats.peak_reserved_bytes, int(cuda.max_memory_reserved(self.device)))
+            stats.start_allocated_bytes = max(stats.start_allocated_bytes, begin["allocated"])
             ooms, retries = self._memory_counters()
             stats.allocator_ooms += ooms - begin["ooms"]
             stats.allocator_retries += retries - begin["retries"]
 
     def _maybe_inject_oom(self) -> None:
         self._batch_counter += 1
-        if self._batch_counter in self._fault_batches:
-            raise InjectedOOM(f"injected out-of-memory error at batch {self._batch_counter} (VNP_FAULT_OOM)")
+        if self._batch_counter in self.config.fault_oom_batches:
+            raise InjectedOOM(f"injected out-of-memory error at batch {self._batch_counter}")
 
-    def summary(self, parts: int, skipped: int) -> dict:
+    def summary(self, parts: int, skipped: int, stale: int = 0) -> dict:
         steady = {}
         for name in ("dnabert", "esm2"):
             s = self.stages[name]
@@ -320,6 +350,7 @@ class Worker:
             "steady_tokens_per_second": steady,
             "parts": parts,
             "parts_skipped": skipped,
+            "parts_stale": stale,
             "peak_allocated_bytes": peak_alloc,
             "peak_reserved_bytes": peak_reserved,
             "started_at": self._started,
