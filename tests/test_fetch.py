@@ -5,7 +5,6 @@ conversion, no network, and a predict run on what was fetched."""
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import re
@@ -79,7 +78,6 @@ def classifier_files(tmp_path: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("published")
-    os.environ.setdefault("VNP_CACHE_DIR", str(tmp / "cache"))  # the stand-in tokenizer, built once
     return {"facebook/esm2_t36_3B_UR50D": esm_repo(), "zhihan1996/DNABERT-S": dnabert_repo(tmp),
             "virnucpro": classifier_files(tmp)}
 
@@ -174,7 +172,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def publisher(published, monkeypatch, tmp_path):
     server = Publisher({repo: dict(files) for repo, files in published.items()})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     for name, value in {"HF_ENDPOINT": server.url, fetch.CLASSIFIER_URL_VARIABLE: f"{server.url}/virnucpro",
                         "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -232,8 +230,8 @@ def test_fetch_checks_converts_records_and_predict_uses_it(tmp_path, publisher, 
     assert "random weights" not in done.stderr
     record = json.loads((out / "run.json").read_text())
     assert record["synthetic_weights"] is False
-    assert record["config"]["weights"] == {"esm2": str(dest / esm["path"]), "dnabert": str(dest / parts["dnabert"]["path"]),
-                                           "classifier": str(dest / classifier["path"])}
+    assert record["config"]["weights"] == {part: str(dest / entry["path"]) for part, entry in
+                                           (("esm2", esm), ("dnabert", parts["dnabert"]), ("classifier", classifier))}
 
 
 def test_a_cut_download_resumes(tmp_path, publisher, published, capsys):
@@ -245,7 +243,7 @@ def test_a_cut_download_resumes(tmp_path, publisher, published, capsys):
     code, err = vnp_fetch(dest, "--only", "esm2", capsys=capsys)
     assert code == 0, err  # huggingface_hub resumed its own transfer, in the same run
     ranges = [r[2] for r in publisher.requests if r[:2] == ("GET", shard)]
-    assert ranges == [None, "bytes=10485760-"]
+    assert ranges[0] is None and 0 < int(re.fullmatch(r"bytes=(\d+)-", ranges[-1])[1]) <= 12 << 20
     snapshot = dest / manifest(dest)["esm2"]["path"]
     assert (snapshot / "model-00002-of-00002.safetensors").read_bytes() == big
 
@@ -264,3 +262,91 @@ def test_a_cut_download_resumes(tmp_path, publisher, published, capsys):
     assert (dest / "virnucpro" / "500_model.pth").read_bytes() == published["virnucpro"]["500_model.pth"]
     assert not (dest / "virnucpro" / "500_model.pth.part").exists()
     assert set(manifest(dest)) == {"esm2", "classifier-500"}
+
+
+def test_a_wrong_checksum_is_refused_and_not_kept(tmp_path, publisher, published, capsys, monkeypatch):
+    dest = tmp_path / "weights"
+    repo, shard = "facebook/esm2_t36_3B_UR50D", "model-00001-of-00002.safetensors"
+    publisher.lies[(repo, shard)] = "0" * 64  # the listing says one thing, the server sends another
+    code, err = vnp_fetch(dest, "--only", "esm2", capsys=capsys)
+    assert code == 3
+    assert re.fullmatch(rf"vnp: error: could not fetch esm2 \({repo}/{shard}: sha256 [0-9a-f]{{64}} is not the "
+                        rf"published 0{{64}}; deleted the file, fetch again .*\)", err.strip().splitlines()[-1])
+    served = hashlib.sha256(published[repo][shard]).hexdigest()
+    assert not [path for path in dest.rglob("*") if path.name in (served, shard)]  # neither blob nor link
+    assert not (dest / "manifest.json").exists()
+
+    item = fetch.CLASSIFIERS[0]
+    monkeypatch.setattr(fetch, "CLASSIFIERS", (replace(item, git_blob="f" * 40), *fetch.CLASSIFIERS[1:]))
+    code, err = vnp_fetch(dest, "--only", "classifier-300", "--trust", capsys=capsys)
+    assert code == 3 and f"300_model.pth: git blob id {git_blob(published['virnucpro']['300_model.pth'])} is not " \
+                         f"the published {'f' * 40}; deleted the file" in err
+    assert not list((dest / "virnucpro").iterdir()) and not (dest / "manifest.json").exists()
+
+
+def test_without_trust_the_classifier_is_downloaded_not_unpickled(tmp_path, publisher, capsys):
+    dest = tmp_path / "weights"
+    code, err = vnp_fetch(dest, "--only", "classifier-300", capsys=capsys)
+    assert code == 0, err
+    assert "did not convert classifier-300: VirNucPro's classifiers are pickled Python objects, and unpickling " \
+           "runs any code stored in them" in err and f"vnp weights fetch --dest {dest} --trust" in err
+    assert manifest(dest)["classifier-300"]["path"] is None
+    assert (dest / "virnucpro" / "300_model.pth").is_file()
+    assert not (dest / "virnucpro" / "300_model.safetensors").exists()
+
+    args = argparse.Namespace(weights=str(dest), model_size="tiny", model_type=300, esm_weights="e.pt",
+                              dnabert_dir="d", classifier=None)
+    with pytest.raises(fetch.WeightsError, match=rf"{dest}: has no usable classifier-300; get it with "
+                                                 rf"`vnp weights fetch --dest {dest} --trust`"):
+        fetch.apply_weights_dir(args)
+
+    gets = len(publisher.requests)
+    code, err = vnp_fetch(dest, "--only", "classifier-300", "--trust", capsys=capsys)
+    assert code == 0, err
+    assert publisher.requests[gets:] == []  # checked again, converted, not downloaded again
+    assert manifest(dest)["classifier-300"]["path"] == "virnucpro/300_model.safetensors"
+    fetch.apply_weights_dir(args)
+    assert args.classifier == str(dest / "virnucpro" / "300_model.safetensors")
+    assert (args.esm_weights, args.dnabert_dir) == ("e.pt", "d")  # options given on the command line win
+
+
+def test_no_network_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(fetch.CLASSIFIER_URL_VARIABLE, f"http://127.0.0.1:{port}/virnucpro")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    dest = tmp_path / "weights"
+    code, err = vnp_fetch(dest, "--trust", capsys=capsys)
+    assert code == 3
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("vnp: error: could not fetch esm2 (")
+    assert all(f"{name} (" in errors[0] for name in fetch.PARTS)
+    assert not dest.exists() or not any(dest.rglob("*"))
+
+
+def test_the_default_folder_serves_full_runs_only_when_complete(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("VNP_CACHE_DIR", str(tmp_path))
+    paths = {"esm": "hub/esm", "dnabert": "hub/dnabert", "classifier": "virnucpro/500_model.safetensors"}
+    for relative in paths.values():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).touch()
+    weights = {"esm2": {"path": paths["esm"]}, "dnabert": {"path": paths["dnabert"]},
+               "classifier-500": {"path": paths["classifier"]}, "classifier-300": {"path": None}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema": fetch.SCHEMA, "weights": weights}))
+
+    def resolved(**given):
+        args = argparse.Namespace(**{"weights": None, "model_size": "full", "model_type": 500, "esm_weights": None,
+                                     "dnabert_dir": None, "classifier": None, **given})
+        fetch.apply_weights_dir(args)
+        return args.esm_weights, args.dnabert_dir, args.classifier
+
+    assert resolved() == tuple(str(tmp_path / p) for p in paths.values())
+    assert resolved(model_size="tiny") == (None, None, None)  # the published weights are the full models
+    assert resolved(classifier="mine.safetensors")[2] == "mine.safetensors"
+    capsys.readouterr()
+    assert resolved(model_type=300) == (None, None, None)  # incomplete: a note, and random weights as before
+    assert "not using the fetched weights" in capsys.readouterr().err
+    with pytest.raises(fetch.WeightsError, match="no manifest.json"):
+        resolved(weights=str(tmp_path / "elsewhere"))

@@ -103,16 +103,15 @@ def test_esm_layouts_round_trip(tmp_path, esm_state, layout):
     assert_same_tensors(load_esm2(str(path), "tiny", CPU, F32).model, esm_state)
 
 
+def gamma_beta(key):
+    """transformers 5.x's save_pretrained runs its legacy renaming (LayerNorm.gamma -> .weight) in reverse."""
+    return re.sub(r"LayerNorm\.weight$", "LayerNorm.gamma", re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", key))
+
+
 def to_transformers5(state):
-    """The key layout transformers 5.x's default save_pretrained writes (its legacy renaming run in reverse):
-    LayerNorms as ``LayerNorm.gamma/beta``, and the one shared inv_freq under the literal source pattern of
-    its ESM renaming rule, or (a non-persistent buffer in some versions) not at all."""
-    out = {}
-    for key, value in to_hf(state).items():
-        if key.endswith("inv_freq"):
-            continue
-        out[re.sub(r"LayerNorm\.weight$", "LayerNorm.gamma", re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", key))] = value
-    return out
+    """The key layout transformers 5.x's default save_pretrained writes: LayerNorms as ``LayerNorm.gamma/beta``,
+    and the one shared inv_freq under the literal source pattern of its ESM renaming rule, or not at all."""
+    return {gamma_beta(key): value for key, value in to_hf(state).items() if not key.endswith("inv_freq")}
 
 
 @pytest.mark.parametrize("inv_freq", ["literal-pattern-key", "missing"])
@@ -134,8 +133,7 @@ def test_esm_transformers5_save_pretrained_layout(tmp_path, esm_state, inv_freq)
 def test_dnabert_transformers5_layer_norm_names(tmp_path, dnabert_state, tokenizer_json):
     folder = dnabert_folder(tmp_path / "d", dnabert_state, tokenizer_json)
     tensors = load_file(folder / "model.safetensors")
-    save_file({re.sub(r"LayerNorm\.weight$", "LayerNorm.gamma", re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", k)): v
-               for k, v in tensors.items()}, folder / "model.safetensors")
+    save_file({gamma_beta(key): value for key, value in tensors.items()}, folder / "model.safetensors")
     assert_same_tensors(load_dnabert(str(folder), "tiny", CPU, F32)[0].model, dnabert_state)
 
 

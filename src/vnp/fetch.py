@@ -9,7 +9,7 @@ relative, so the folder can be copied to another host. ``vnp predict --weights D
 Every file is checked against what its publisher lists, where it lists something: the hub's size and LFS
 sha256 (or git blob id for small files), and for the classifiers the git blob id of VirNucPro's repository.
 A file that does not match is deleted, never recorded. A cut download of a classifier is kept as ``.part``
-and resumed (HTTP Range) by the next fetch; huggingface_hub resumes its own transfers.
+and resumed (HTTP Range) by the next fetch; huggingface_hub resumes its own transfers within a run.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def fetch(dest: str | None, only: list[str] | None, trust: bool) -> int:
         except WeightsError as error:  # not found, not matching, or not convertible
             failed.append(f"{name} ({error})")
             continue
-        except Exception as error:  # noqa: BLE001 -- the HTTP libraries' network errors share no base class
+        except Exception as error:  # the HTTP libraries' network errors share no base class
             failed.append(f"{name} ({type(error).__name__}: {_first_line(error)})")
             continue
         _record(folder, name, entry)
