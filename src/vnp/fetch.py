@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,7 @@ def read_manifest(folder: Path) -> dict:
 
 def weights_in(folder: str | Path, model_type: int, roles=("esm2", "dnabert", "classifier")) -> dict[str, str]:
     """Paths of the fetched weights a run needs, by role; one error naming every part that is missing."""
-    folder = Path(folder).expanduser()
+    folder = Path(folder).expanduser().resolve()  # the workers get absolute paths
     parts = read_manifest(folder).get("weights", {})
     names = {"esm2": "esm2", "dnabert": "dnabert", "classifier": f"classifier-{model_type}"}
     paths, missing = {}, []
@@ -258,7 +259,8 @@ def _download(url: str, target: Path) -> None:
                     out.write(chunk)
                     bar.update(len(chunk))
     except (OSError, http.client.HTTPException) as error:  # urllib's URLError and HTTPError are OSErrors
-        raise FetchError(f"{url}: {_first_line(getattr(error, 'reason', error))}{_kept(part)}") from None
+        detail = error.reason if type(error) is urllib.error.URLError else error  # HTTPError: "HTTP Error 404: ..."
+        raise FetchError(f"{url}: {_first_line(detail)}{_kept(part)}") from None
     got = part.stat().st_size
     if total is not None and got != total:
         raise FetchError(f"{url}: connection closed after {got:,} of {total:,} bytes{_kept(part)}")
@@ -310,9 +312,12 @@ def _record(folder: Path, name: str, entry: dict) -> None:
         manifest = {"schema": SCHEMA, "weights": {}}
     entry["fetched_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest["weights"][name] = entry
-    with atomic_write(folder / MANIFEST) as handle:
-        json.dump(manifest, handle, indent=1)
-        handle.write("\n")
+    try:
+        with atomic_write(folder / MANIFEST) as handle:
+            json.dump(manifest, handle, indent=1)
+            handle.write("\n")
+    except OSError as error:
+        raise WeightsError(f"{folder / MANIFEST}: cannot write: {_first_line(error)}") from None
 
 
 def _first_line(error) -> str:
