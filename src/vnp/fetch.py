@@ -193,18 +193,19 @@ def _fetch_hub_model(model: HubModel, folder: Path) -> dict:
     info = HfApi(endpoint=endpoint).model_info(model.repo, revision=model.revision, files_metadata=True)
     listed = {sibling.rfilename: sibling for sibling in info.siblings or ()}
     weights = _weight_files(set(listed))
+    revision = info.sha or model.revision  # every file from the one commit the listing describes
     absent = [name for name in model.files if name not in listed] + ([] if weights else ["weights"])
     if absent:
-        raise FetchError(f"{model.repo} at {info.sha} has no {', '.join(absent)}")
+        raise FetchError(f"{model.repo} at {revision} has no {', '.join(absent)}")
     files, snapshot = [], None
     for name in (*model.files, *(n for n in model.optional if n in listed), *weights):
-        local = Path(hf_hub_download(model.repo, name, revision=info.sha, cache_dir=folder / "hub",
+        local = Path(hf_hub_download(model.repo, name, revision=revision, cache_dir=folder / "hub",
                                      endpoint=endpoint))
         files.append(_checked(local, f"{model.repo}/{name}", size=listed[name].size,
                               sha256=listed[name].lfs.sha256 if listed[name].lfs else None,
                               git_blob=None if listed[name].lfs else listed[name].blob_id))
         snapshot = local.parent
-    return {"what": model.what, "source": f"{endpoint}/{model.repo}", "revision": info.sha,
+    return {"what": model.what, "source": f"{endpoint}/{model.repo}", "revision": revision,
             "path": str(snapshot.relative_to(folder)), "files": files}
 
 
