@@ -3,16 +3,18 @@
 import argparse
 import json
 import re
+import subprocess
 import sys
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from vnp.errors import WeightsError
 from vnp.models.classifier import MLPClassifier
+from vnp.models.esm2 import ESM2, ESM2Config
 from vnp.models.tokenizers import load_dnabert_tokenizer
-from vnp.models.weights import convert_classifier, load_classifier, load_dnabert, load_esm2
+from vnp.models.weights import convert_classifier, load_classifier, load_dnabert, load_esm2, random_init_
 
 CPU, F32 = torch.device("cpu"), torch.float32
 
@@ -99,6 +101,79 @@ def test_esm_layouts_round_trip(tmp_path, esm_state, layout):
         path = tmp_path / "esm2.safetensors"
         save_file(esm_state, path)
     assert_same_tensors(load_esm2(str(path), "tiny", CPU, F32).model, esm_state)
+
+
+def gamma_beta(key):
+    """transformers 5.x's save_pretrained runs its legacy renaming (LayerNorm.gamma -> .weight) in reverse."""
+    return re.sub(r"LayerNorm\.weight$", "LayerNorm.gamma", re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", key))
+
+
+def to_transformers5(state):
+    """The key layout transformers 5.x's default save_pretrained writes: LayerNorms as ``LayerNorm.gamma/beta``,
+    and the one shared inv_freq under the literal source pattern of its ESM renaming rule, or not at all."""
+    return {gamma_beta(key): value for key, value in to_hf(state).items() if not key.endswith("inv_freq")}
+
+
+@pytest.mark.parametrize("inv_freq", ["literal-pattern-key", "missing"])
+def test_esm_transformers5_save_pretrained_layout(tmp_path, esm_state, inv_freq):
+    hf = to_transformers5(esm_state)
+    assert "esm.encoder.layer.0.attention.LayerNorm.gamma" in hf and "esm.encoder.layer.1.LayerNorm.beta" in hf
+    shared = esm_state["layers.0.self_attn.rot_emb.inv_freq"] * 1.001  # fp16-rounded in the real files
+    if inv_freq == "literal-pattern-key":
+        hf["esm.encoder.layer.*.attention.self.rotary_embeddings.inv_freq"] = shared
+    save_file(hf, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"num_attention_heads": 4}))
+    model = load_esm2(str(tmp_path), None, CPU, F32).model
+    expected = dict(esm_state)
+    if inv_freq == "literal-pattern-key":
+        expected.update({k: shared for k in esm_state if k.endswith("inv_freq")})
+    assert_same_tensors(model, expected)  # inv_freq absent: the formula's values, as in esm_state
+
+
+def test_dnabert_transformers5_layer_norm_names(tmp_path, dnabert_state, tokenizer_json):
+    folder = dnabert_folder(tmp_path / "d", dnabert_state, tokenizer_json)
+    tensors = load_file(folder / "model.safetensors")
+    save_file({gamma_beta(key): value for key, value in tensors.items()}, folder / "model.safetensors")
+    assert_same_tensors(load_dnabert(str(folder), "tiny", CPU, F32)[0].model, dnabert_state)
+
+
+CUSTOM_ESM = ESM2Config("custom", num_layers=3, embed_dim=48, num_heads=6)  # no published size, head_dim 8
+
+
+@pytest.fixture(scope="module")
+def custom_esm_state():
+    model = ESM2(CUSTOM_ESM, device="meta").to_empty(device="cpu")
+    return perturbed_state(random_init_(model, seed=7), seed=8)
+
+
+@pytest.mark.parametrize("layout", ["ours-with-inv-freq", "hf-config-json"])
+def test_esm_custom_size_is_inferred(tmp_path, custom_esm_state, layout):
+    if layout == "ours-with-inv-freq":  # heads from the rotary shape: 4 values = head_dim 8 = 6 heads of 48
+        path = tmp_path / "esm2.safetensors"
+        save_file(custom_esm_state, path)
+    else:  # heads stated by config.json; no inv_freq at all
+        path = tmp_path
+        save_file({k: v for k, v in to_hf(custom_esm_state).items() if "inv_freq" not in k},
+                  path / "model.safetensors")
+        (path / "config.json").write_text(json.dumps({"num_attention_heads": 6}))
+    model = load_esm2(str(path), None, CPU, F32).model
+    assert (model.config.num_layers, model.config.embed_dim, model.config.num_heads) == (3, 48, 6)
+    assert_same_tensors(model, custom_esm_state)
+
+
+def test_embed_infers_the_esm_size_from_the_file(tmp_path, custom_esm_state):
+    """`vnp embed esm2 --weights FILE` takes any size, not only the one --model-size names."""
+    weights = tmp_path / "esm2_custom.safetensors"
+    save_file(custom_esm_state, weights)
+    fasta = tmp_path / "p.faa"
+    fasta.write_text(">p1\nMKTAYIAKQR\n>p2\nGAVLIMFWPSACDE\n")
+    out = tmp_path / "emb.safetensors"
+    for size in ("tiny", "full"):
+        done = subprocess.run([sys.executable, "-m", "vnp", "embed", "esm2", str(fasta), "-o", str(out), "--cpu",
+                               "--model-size", size, "--weights", str(weights)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert load_file(out)["embeddings"].shape == (2, 48)
 
 
 def test_esm_sharded_transformers_folder(tmp_path, esm_state):

@@ -69,6 +69,9 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--esm-weights", metavar="FILE", help="ESM-2 weights: fair-esm .pt, HF .bin or safetensors")
     weights.add_argument("--dnabert-dir", metavar="DIR", help="DNABERT-S folder (config.json, weights, tokenizer.json)")
     weights.add_argument("--classifier", metavar="FILE", help="MLP state dict (.pt) or safetensors")
+    weights.add_argument("--weights", metavar="DIR",
+                         help="all three from a folder written by `vnp weights fetch` (default for --model-size "
+                              "full: the fetch's default folder, when it holds them)")
     weights.add_argument("--trust-pickle", action="store_true",
                          help="allow unpickling the fair-esm .pt config (only for files you trust)")
 
@@ -110,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("destination", help="output .safetensors")
     convert.add_argument("--trust", action="store_true",
                          help="required: unpickling runs code from the file, do it only for files you trust")
+    from vnp.fetch import add_weights_command
+
+    add_weights_command(commands)
     return parser
 
 
@@ -117,9 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "predict":
+            from vnp.fetch import apply_weights_dir
             from vnp.predict import run
 
+            apply_weights_dir(args)
             return run(args)
+        if args.command == "weights":
+            from vnp.fetch import run_weights_command
+
+            return run_weights_command(args)
         if args.command == "preprocess":
             from vnp.preprocess import preprocess_files
 

@@ -53,7 +53,9 @@ def run(args) -> int:
     worker = Worker(config)
     esm_config, dnabert_config = MODEL_CONFIGS[args.model_size]
     if args.model == "esm2":
-        loaded = load_esm2(args.weights, esm_config, worker.device, worker.dtype, trust_pickle=args.trust_pickle)
+        # a file says which ESM-2 it is (any published size, or a custom one); --model-size names the random one
+        named = None if args.weights else esm_config
+        loaded = load_esm2(args.weights, named, worker.device, worker.dtype, trust_pickle=args.trust_pickle)
         worker.attach("esm2", loaded.model)
     else:
         loaded, tokenizer = load_dnabert(args.weights, dnabert_config, worker.device, worker.dtype)

@@ -8,10 +8,12 @@ mismatched file is one ``WeightsError`` line naming the file and the first bad k
 Layouts read:
 - ESM-2: a fair-esm ``.pt`` (``{"model": state_dict, "cfg": ...}``; its pickled config needs
   ``trust_pickle``), a transformers ``EsmForMaskedLM``/``EsmModel`` ``.bin`` or ``.safetensors`` (with or
-  without ``esm.``, one rotary ``inv_freq`` or one per layer; a file, or a folder with one file or
-  shards and their index), or our own names (= fair-esm's).
+  without ``esm.``, one rotary ``inv_freq`` per layer, one shared (under any key, even transformers 5.x's
+  literal ``encoder.layer.*`` one) or none; LayerNorms as ``weight/bias`` or, as transformers 5.x's
+  ``save_pretrained`` writes them, ``gamma/beta``; a file, or a folder with one file or shards and their
+  index), or our own names (= fair-esm's).
 - DNABERT-S: a transformers folder (``config.json``, ``model.safetensors`` or ``pytorch_model.bin``,
-  ``tokenizer.json``), keys with or without ``bert.``.
+  ``tokenizer.json``), keys with or without ``bert.``, LayerNorms as ``weight/bias`` or ``gamma/beta``.
 - Classifier: a state dict (``.pt``/``.pth``, read with ``weights_only=True``) or ``.safetensors``;
   ``convert_classifier`` turns the original pickled ``300_model.pth``/``500_model.pth`` into safetensors.
 """
@@ -226,7 +228,13 @@ _HF_ESM_NAMES = [  # transformers EsmModel name (after "esm.") -> fair-esm name
     (r"encoder\.emb_layer_norm_after\.", "emb_layer_norm_after."),
 ]
 _ESM_UNUSED = re.compile(r"(lm_head|contact_head|pooler|embeddings\.position_ids)\b")
-_HF_SHARED_INV_FREQ = "rotary_embeddings.inv_freq"
+_HF_LAYER_INV_FREQ = re.compile(r"encoder\.layer\.\d+\.attention\.self\.rotary_embeddings\.inv_freq$")
+
+
+def _legacy_layer_norm(key: str) -> str:
+    """transformers 5.x's ``save_pretrained`` writes ``LayerNorm.weight/bias`` back as ``LayerNorm.gamma/beta``
+    (its legacy renaming run in reverse), and reads them back the same way; so do we."""
+    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
 
 
 def _esm_names(source: TensorFile) -> TensorFile:
@@ -238,8 +246,10 @@ def _esm_names(source: TensorFile) -> TensorFile:
         if not hf:
             key = re.sub(r"^(encoder\.sentence_encoder\.|encoder\.)", "", key)  # as fair-esm's loader
             return [] if _ESM_UNUSED.match(key) else [key]
-        key = key.removeprefix("esm.")
-        if key == _HF_SHARED_INV_FREQ:  # recent transformers keep one inv_freq for all layers
+        key = _legacy_layer_norm(key.removeprefix("esm."))
+        if key.endswith("rotary_embeddings.inv_freq") and not _HF_LAYER_INV_FREQ.match(key):
+            # One inv_freq for all layers: transformers 5.x keep it as `rotary_embeddings.inv_freq`, and their
+            # save_pretrained writes it under the literal pattern `encoder.layer.*.attention.self.rotary_...`.
             return [f"layers.{n}.self_attn.rot_emb.inv_freq" for n in range(layers)]
         for pattern, replacement in _HF_ESM_NAMES:
             new, hits = re.subn("^" + pattern, replacement, key)
@@ -270,8 +280,18 @@ def _esm_file_heads(source: TensorFile) -> int | None:
     return int(heads) if heads is not None else None
 
 
+def _esm_shape_heads(source: TensorFile) -> int | None:
+    """Attention heads implied by the shapes: a rotary inv_freq holds head_dim / 2 values."""
+    inv_freq = source.shapes.get("layers.0.self_attn.rot_emb.inv_freq")
+    dim = source.shapes.get("embed_tokens.weight", (0, 0))[1]
+    if not inv_freq or not inv_freq[0] or dim % (2 * inv_freq[0]):
+        return None
+    return dim // (2 * inv_freq[0])
+
+
 def _esm_config(source: TensorFile, config: str | None) -> ESM2Config:
-    """The named configuration (checked against the file), or, for None, the one the file's shapes imply."""
+    """The named configuration (checked against the file), or, for None, the one the file implies: layers and
+    width from the shapes, heads as the file states them, else from the rotary shape, else the published table."""
     heads = _esm_file_heads(source)
     if config is not None:
         expected = esm2_config(config)
@@ -282,12 +302,13 @@ def _esm_config(source: TensorFile, config: str | None) -> ESM2Config:
     if "embed_tokens.weight" not in source.shapes:
         raise WeightsError(f"{source.path}: missing key 'embed_tokens.weight'")
     layers, dim = _esm_layer_count(source.shapes), source.shapes["embed_tokens.weight"][1]
+    heads = heads if heads is not None else _esm_shape_heads(source)
     for known in ESM2_CONFIGS.values():
         if (known.num_layers, known.embed_dim) == (layers, dim) and heads in (None, known.num_heads):
             return known
     if heads is None:
         raise WeightsError(f"{source.path}: {layers} layers x {dim} is no published ESM-2 and the file does "
-                           "not say how many attention heads it has")
+                           "not say how many attention heads it has (no config, no rotary inv_freq)")
     return ESM2Config("custom", num_layers=layers, embed_dim=dim, num_heads=heads)
 
 
@@ -334,7 +355,7 @@ _DNABERT_JSON_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads
 
 
 def _dnabert_names(key: str) -> list[str]:
-    key = key.removeprefix("bert.")
+    key = _legacy_layer_norm(key.removeprefix("bert."))
     if _DNABERT_UNUSED.match(key):
         return []
     for pattern, replacement in _DNABERT_NAMES:
