@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from benchmarks.harness import projection as P
+from analysis import costmodel as C
+from analysis import projection as P
+from analysis.record import STARTUP, WORK_UNITS, Record, load_records, usable_records
 
 # The truth the synthetic runs are generated from: stage -> (fixed s, s per work unit on 1 GPU, Amdahl
 # parallel fraction). Work units follow projection.stage_kind (bases, DNABERT/ESM tokens, frames, chunks).
@@ -39,7 +41,7 @@ def composition(reads):
 
 def true_seconds(stage, comp, gpus, truth=TRUTH):
     fixed, rate, parallel_fraction = truth[stage]
-    unit, parallel = P.stage_kind(stage)
+    unit, parallel = C.stage_kind(stage)
     factor = (1 - parallel_fraction) + parallel_fraction / gpus if parallel else 1.0
     return fixed + rate * factor * comp[unit]
 
@@ -73,7 +75,7 @@ def synthetic_record(
     stages = []
     for name in truth:
         seconds = true_seconds(name, comp, gpus, truth) * factor
-        unit, parallel = P.stage_kind(name)
+        unit, parallel = C.stage_kind(name)
         devices = []
         if parallel:
             devices = [
@@ -157,9 +159,14 @@ def observations(specs, **kwargs):
     for spec in specs:
         dataset, reads, gpus, repeat, factor = (*spec, *(None, None, None, 0, 1.0)[len(spec):])
         records.append((f"{dataset}-{gpus}-{repeat}", synthetic_record(dataset, reads, gpus, repeat, factor, **kwargs)))
-    obs, skipped = P.observations_from_records(records)
+    obs, skipped = from_pairs(records)
     assert not skipped
     return obs
+
+
+def from_pairs(pairs):
+    """The usable Records among (source, RunRecord dict) pairs, and why the others were left out."""
+    return usable_records([Record.from_json(document, str(source)) for source, document in pairs])
 
 
 def amdahl_rate(stage, gpus):
@@ -171,17 +178,17 @@ def amdahl_rate(stage, gpus):
 
 
 def test_two_sizes_one_gpu_count_recovers_fixed_and_marginal_exactly():
-    model = P.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
+    model = C.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
     for stage, (fixed, rate, _) in TRUTH.items():
         fit = model.stages[stage]
         assert fit.fixed == pytest.approx(fixed, rel=1e-6, abs=1e-9)
         assert fit.marginal_at(1) == pytest.approx(rate, rel=1e-6)
-    assert model.stages[P.STARTUP].fixed == pytest.approx(STARTUP_SECONDS)
+    assert model.stages[STARTUP].fixed == pytest.approx(STARTUP_SECONDS)
 
 
 def test_two_gpu_counts_fit_amdahl_and_extrapolate_exactly():
     obs = observations([("typical", 1000, 1), ("large", 10000, 1), ("typical", 1000, 2), ("large", 10000, 2)])
-    model = P.fit_cost_model(obs)
+    model = C.fit_cost_model(obs)
     full = composition(6_000_000)
     for gpus in (1, 2, 4, 8):
         assert model.total_seconds(full, gpus) == pytest.approx(true_total(full, gpus), rel=1e-6)
@@ -191,7 +198,7 @@ def test_two_gpu_counts_fit_amdahl_and_extrapolate_exactly():
 
 
 def test_single_gpu_count_assumes_ideal_scaling_and_says_so():
-    model = P.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
+    model = C.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
     esm = model.stages["esm2"]
     assert esm.marginal_at(4) == pytest.approx(esm.marginal_at(1) / 4)
     assert model.stages["preprocess"].marginal_at(4) == model.stages["preprocess"].marginal_at(1)
@@ -201,14 +208,14 @@ def test_single_gpu_count_assumes_ideal_scaling_and_says_so():
 
 def test_one_dataset_falls_back_to_proportional_and_flags_it():
     comp = composition(1000)
-    model = P.fit_cost_model(observations([("typical", 1000, 1, 0), ("typical", 1000, 1, 1)]))
+    model = C.fit_cost_model(observations([("typical", 1000, 1, 0), ("typical", 1000, 1, 1)]))
     esm = model.stages["esm2"]
     assert esm.fixed == 0
     assert esm.marginal_at(1) == pytest.approx(true_seconds("esm2", comp, 1) / comp["esm_tokens"])
     assert any("proportional" in flag for flag in esm.flags)
     # start-up is outside every stage: fixed by construction, never scaled with the work
-    assert model.stages[P.STARTUP].fixed == pytest.approx(STARTUP_SECONDS)
-    assert model.stages[P.STARTUP].marginal_at(1) == 0
+    assert model.stages[STARTUP].fixed == pytest.approx(STARTUP_SECONDS)
+    assert model.stages[STARTUP].marginal_at(1) == 0
 
 
 def test_stage_with_zero_work_is_fixed_cost_only():
@@ -219,7 +226,7 @@ def test_stage_with_zero_work_is_fixed_cost_only():
     obs = observations([("typical", 1000, 1)], comp=no_calls(1000)) + observations(
         [("large", 10000, 1)], comp=no_calls(10000)
     )
-    fit = P.fit_cost_model(obs).stages["consensus"]
+    fit = C.fit_cost_model(obs).stages["consensus"]
     assert fit.fixed == pytest.approx(TRUTH["consensus"][0])
     assert fit.seconds(0.0, 1) == pytest.approx(TRUTH["consensus"][0])
     assert any("no work measured" in flag for flag in fit.flags)
@@ -227,7 +234,7 @@ def test_stage_with_zero_work_is_fixed_cost_only():
 
 def test_zero_work_on_one_gpu_count_leaves_that_rate_to_amdahl():
     # (0 work, 2 GPUs) informs only the fixed part; 2 GPUs is then extrapolated, never divided by zero
-    fit = P.fit_stage("esm2", [(0.0, 2, 2.0), (1e4, 1, 3.0), (1e5, 1, 12.0)])
+    fit = C.fit_stage("esm2", [(0.0, 2, 2.0), (1e4, 1, 3.0), (1e5, 1, 12.0)])
     assert fit.fixed == pytest.approx(2.0)
     assert fit.marginal == {1: pytest.approx(1e-4)}
     assert fit.extrapolated(2) and fit.marginal_at(2) == pytest.approx(0.5e-4)
@@ -235,13 +242,13 @@ def test_zero_work_on_one_gpu_count_leaves_that_rate_to_amdahl():
 
 def test_negative_fits_are_clamped_to_zero():
     # times that shrink with more work would fit a negative rate; costs are never negative
-    fit = P.fit_stage("write", [(100.0, 1, 2.0), (1000.0, 1, 1.0)])
+    fit = C.fit_stage("write", [(100.0, 1, 2.0), (1000.0, 1, 1.0)])
     assert fit.marginal_at(1) == 0 and fit.fixed == pytest.approx(1.5)
     assert any("negative" in flag for flag in fit.flags)
 
 
 def test_amdahl_never_gives_negative_rates_for_superlinear_measurements():
-    fit = P.fit_stage("esm2", [(1e4, 1, 1.0), (1e5, 1, 10.0), (1e4, 2, 0.4), (1e5, 2, 4.0)])
+    fit = C.fit_stage("esm2", [(1e4, 1, 1.0), (1e5, 1, 10.0), (1e4, 2, 0.4), (1e5, 2, 4.0)])
     assert fit.serial == 0
     assert fit.marginal_at(8) > 0
 
@@ -250,7 +257,7 @@ def test_interval_comes_from_the_fastest_and_slowest_repeats():
     specs = [(name, reads, 1, r, f) for name, reads in (("typical", 1000), ("large", 10000))
              for r, f in enumerate((0.9, 1.0, 1.1))]
     full = composition(6_000_000)
-    result = P.project(P.fit_envelope(observations(specs)), full, (1,), 10.0)
+    result = C.project(C.fit_envelope(observations(specs)), full, (1,), 10.0)
     row = result["rows"][0]
     truth = true_total(full, 1) / 3600
     assert row["total_hours"] == pytest.approx(truth, rel=1e-6)
@@ -264,11 +271,11 @@ def test_interval_comes_from_the_fastest_and_slowest_repeats():
 def test_projection_rows_pass_fail_fewest_gpus_and_max_reads():
     obs = observations([("typical", 1000, 1), ("large", 10000, 1), ("typical", 1000, 2), ("large", 10000, 2)])
     full = composition(6_000_000)
-    hours = {g: true_total(full, g) / 3600 for g in P.GPU_COUNTS}
+    hours = {g: true_total(full, g) / 3600 for g in C.GPU_COUNTS}
     target = (hours[2] + hours[4]) / 2  # between the 2- and 4-GPU projections: 4 is the fewest that meet it
-    result = P.project(P.fit_envelope(obs), full, P.GPU_COUNTS, target)
+    result = C.project(C.fit_envelope(obs), full, C.GPU_COUNTS, target)
     rows = {row["gpus"]: row for row in result["rows"]}
-    assert [rows[g]["meets_target"] for g in P.GPU_COUNTS] == [False, False, True, True]
+    assert [rows[g]["meets_target"] for g in C.GPU_COUNTS] == [False, False, True, True]
     assert result["fewest_gpus_meeting_target"] == 4 and result["fewest_gpus_extrapolated"] is True
     assert rows[2]["scaling_efficiency"] == pytest.approx(hours[1] / (2 * hours[2]), rel=1e-6)
     for gpus, row in rows.items():
@@ -280,8 +287,8 @@ def test_projection_rows_pass_fail_fewest_gpus_and_max_reads():
 
 
 def test_max_reads_is_zero_when_fixed_costs_exceed_the_target():
-    model = P.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
-    assert P.max_reads_within(model, composition(1000), 1, seconds=1.0) == 0
+    model = C.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
+    assert C.max_reads_within(model, composition(1000), 1, seconds=1.0) == 0
 
 
 def test_projected_hours_for_the_suites_matches_the_truth():
@@ -300,7 +307,7 @@ def test_typical_to_large_check_reports_the_proportional_models_error():
     small, large = composition(1000), composition(10000)
     # fitted on typical alone: stages proportional to work, start-up fixed
     predicted = STARTUP_SECONDS + sum(
-        true_seconds(s, small, 1) * large[P.stage_kind(s)[0]] / small[P.stage_kind(s)[0]] for s in TRUTH
+        true_seconds(s, small, 1) * large[C.stage_kind(s)[0]] / small[C.stage_kind(s)[0]] for s in TRUTH
     )
     measured = true_total(large, 1)
     assert check["available"]
@@ -334,13 +341,13 @@ def test_check_predicts_gpu_counts_the_source_never_ran_and_flags_them():
 def test_runs_of_the_projected_sample_are_set_against_every_groups_projection():
     fitted = observations([("typical", 1000, 1), ("large", 10000, 1)])
     sample = composition(200_000)
-    later, _ = P.observations_from_records([("s", synthetic_record("full", 200_000, 4, factor=1.2, commit="fedcba9876543210"))])
+    later, _ = from_pairs([("s", synthetic_record("full", 200_000, 4, factor=1.2, commit="fedcba9876543210"))])
     groups = P.project_results(fitted + later, sample, "test", (1, 4))
     by_commit = {g["commit"]: g for g in groups}
     rows = by_commit["abcdef12"]["measured_sample"]
     assert len(rows) == 1 and rows[0]["commit"] == "fedcba98" and not rows[0]["in_fit"] and rows[0]["extrapolated"]
     # ideal scaling assumed from the 1-GPU fit; the run took 1.2x its true time
-    model = P.fit_cost_model(fitted)
+    model = C.fit_cost_model(fitted)
     assert rows[0]["projected_seconds"] == pytest.approx(model.total_seconds(sample, 4), rel=1e-9)
     assert rows[0]["measured_seconds"] == pytest.approx(later[0].wall_seconds)
     own = by_commit["fedcba98"]["measured_sample"]
@@ -372,7 +379,7 @@ def test_unusable_records_are_left_out_with_a_reason():
     unvalidated["harness"]["validated"] = False
     resumed = synthetic_record()
     resumed["harness"]["resumed"] = True
-    obs, skipped = P.observations_from_records([("a", failed), ("b", unvalidated), ("c", resumed)])
+    obs, skipped = from_pairs([("a", failed), ("b", unvalidated), ("c", resumed)])
     assert obs == [] and len(skipped) == 3
     assert "resumed" in skipped[2]
 
@@ -380,12 +387,11 @@ def test_unusable_records_are_left_out_with_a_reason():
 def test_cli_target_record_takes_its_composition_from_the_harness():
     record = synthetic_record()
     record["run"]["input"] = None
-    with pytest.raises(ValueError, match="composition"):
-        P.observation_from_record(record)
+    assert "composition" in Record.from_json(record).problem
     record["harness"]["expected"] = composition(1000)
-    obs = P.observation_from_record(record)
-    assert obs.composition["esm_tokens"] == composition(1000)["esm_tokens"]
-    assert obs.seconds[P.STARTUP] == pytest.approx(STARTUP_SECONDS)
+    obs = Record.from_json(record)
+    assert obs.usable and obs.composition["esm_tokens"] == composition(1000)["esm_tokens"]
+    assert obs.stage_seconds[STARTUP] == pytest.approx(STARTUP_SECONDS)
 
 
 def test_check_matches_roles_so_ci_stand_in_datasets_count():
@@ -394,14 +400,14 @@ def test_check_matches_roles_so_ci_stand_in_datasets_count():
         record = synthetic_record(dataset, reads)
         record["harness"]["role"] = role
         records.append((dataset, record))
-    obs, _ = P.observations_from_records(records)
+    obs, _ = from_pairs(records)
     check = P.check_prediction(obs)
     assert check["available"] and check["per_gpus"][0]["measured_seconds"] == pytest.approx(true_total(composition(10000), 1))
 
 
 def test_runs_at_another_chunk_size_are_fitted_apart():
     reads = observations([("typical", 1000, 1), ("large", 10000, 1)])
-    contigs, _ = P.observations_from_records([("c", synthetic_record("contigs", 500, 1, factor=5.0))])
+    contigs, _ = from_pairs([("c", synthetic_record("contigs", 500, 1, factor=5.0))])
     contigs = [dataclasses.replace(obs, chunk_size=500) for obs in contigs]
     full = composition(6_000_000)
     both = P.project_results(reads + contigs, full, "test", (1,))
@@ -412,12 +418,12 @@ def test_runs_at_another_chunk_size_are_fitted_apart():
 
 
 def test_stage_kinds_cover_vnp_and_fork_names():
-    assert P.stage_kind("esm2") == ("esm_tokens", True)
-    assert P.stage_kind("ESM-2 Feature Extraction") == ("esm_tokens", True)
-    assert P.stage_kind("DNABERT-S Feature Extraction") == ("dnabert_tokens", True)
-    assert P.stage_kind("consensus") == ("chunks_with_frame", False)
-    assert P.stage_kind("Sequence Chunking") == ("bases", False)
-    assert P.stage_kind("write") == ("frames", False)
+    assert C.stage_kind("esm2") == ("esm_tokens", True)
+    assert C.stage_kind("ESM-2 Feature Extraction") == ("esm_tokens", True)
+    assert C.stage_kind("DNABERT-S Feature Extraction") == ("dnabert_tokens", True)
+    assert C.stage_kind("consensus") == ("chunks_with_frame", False)
+    assert C.stage_kind("Sequence Chunking") == ("bases", False)
+    assert C.stage_kind("write") == ("frames", False)
 
 
 def test_load_records_reads_the_tree_and_fills_key_from_path(tmp_path):
@@ -427,8 +433,8 @@ def test_load_records_reads_the_tree_and_fills_key_from_path(tmp_path):
     del record["harness"]["machine"]
     (folder / "end_to_end-typical-1gpu-all-r0.json").write_text(json.dumps(record))
     (folder / "broken.json").write_text("{not json")
-    records, skipped = P.load_records(tmp_path)
-    assert len(records) == 1 and records[0][1]["harness"]["machine"] == "h200"
+    records, skipped = load_records(tmp_path / "records")
+    assert len(records) == 1 and records[0].machine == "h200" and records[0].commit == "abcdef12"
     assert len(skipped) == 1 and "unreadable" in skipped[0]
 
 
@@ -444,7 +450,7 @@ def test_datasets_file_is_read_defensively(tmp_path):
 
 def test_missing_units_are_estimated_from_measured_ratios():
     filled, estimated = P.complete_composition({"reads": 2000.0, "frames": 1600.0}, [composition(1000)])
-    assert sorted(estimated) == sorted(set(P.WORK_UNITS) - {"reads", "frames"})
+    assert sorted(estimated) == sorted(set(WORK_UNITS) - {"reads", "frames"})
     assert filled["esm_tokens"] == pytest.approx(composition(2000)["esm_tokens"])
     assert filled["frames"] == 1600.0
     with pytest.raises(ValueError):

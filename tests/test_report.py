@@ -1,13 +1,13 @@
-"""scripts/project.py and scripts/report.py on synthetic results trees built in a tmp dir."""
+"""The project and report entry points on synthetic results trees built in a tmp dir."""
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
 import pytest
 from test_projection import GIB, T0, TRUTH, composition, synthetic_record, true_total
 
-from benchmarks.harness import reporting as R
+from analysis import fmt as R
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 COMMITS = {"cccc2222dddd3333": 1_700_000_000_000, "aaaa1111bbbb2222": 1_710_000_000_000}  # newer date, older name
@@ -19,10 +19,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"scripts.{name}")
 
 
 def write_json(path, document):
@@ -87,12 +84,14 @@ def rendered(tmp_path_factory):
 
 
 def run_project(tree, *extra):
-    return load_script("project").main(["--results", str(tree), "--datasets-file", str(tree / "datasets.json"), *extra])
+    return load_script("project").main(["--results", str(tree), "--records", str(tree / "records"),
+                                        "--datasets-file", str(tree / "datasets.json"), *extra])
 
 
 def run_report(tree, out, *extra):
     return load_script("report").main(
-        ["--results", str(tree), "--datasets-file", str(tree / "datasets.json"), "--out", str(out), *extra]
+        ["--results", str(tree), "--records", str(tree / "records"), "--datasets-file", str(tree / "datasets.json"),
+         "--out", str(out), *extra]
     )
 
 

@@ -1,5 +1,5 @@
-"""The report's plots (matplotlib, headless): each ``plot_*`` turns one section of ``reporting.py`` into a
-figure; ``save_figure`` writes it as a PNG."""
+"""The report's plots (matplotlib, headless): each ``plot_*`` turns one report section into a figure;
+``save_figure`` writes it as a PNG."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from benchmarks.harness.reporting import GIB, fmt_hours, gpus_label
+from analysis.fmt import GIB, fmt_hours, gpus_label
+from analysis.output import atomic_write
+
 
 def _pyplot():
     import matplotlib
@@ -159,9 +161,9 @@ def plot_history(history: Mapping, target_hours: float):
 
 
 def save_figure(fig, path: str | Path) -> None:
-    """Write ``fig`` as a PNG atomically, then free it."""
-    from vnp.atomic import atomic_write
-
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    _pyplot().close(fig)
+    """Write ``fig`` as a PNG atomically (a reader never sees half an image), then free it."""
+    try:
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=110)
+    finally:
+        _pyplot().close(fig)
