@@ -3,12 +3,16 @@
 import dataclasses
 import json
 import math
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis import costmodel as C
 from analysis import projection as P
-from analysis.record import STARTUP, WORK_UNITS, Record, load_records, usable_records
+from analysis.record import (RUN_SCHEMA, SCHEMA, STARTUP, WORK_UNITS, Record, gpu_index, load_records,
+                             usable_records)
 
 # The truth the synthetic runs are generated from: stage -> (fixed s, s per work unit on 1 GPU, Amdahl
 # parallel fraction). Work units follow projection.stage_kind (bases, DNABERT/ESM tokens, frames, chunks).
@@ -291,6 +295,30 @@ def test_max_reads_is_zero_when_fixed_costs_exceed_the_target():
     assert C.max_reads_within(model, composition(1000), 1, seconds=1.0) == 0
 
 
+def test_nonnegative_fit_is_the_exact_optimum():
+    """Dropping the most negative coefficient and refitting can stop short of the best non-negative fit."""
+    rows = [[3.0, 2.0, 3.0], [0.0, 0.0, 0.0], [1.0, 0.0, 1.0], [1.0, 2.0, 0.0]]
+    y = np.array([2.0, 5.0, 5.0, 1.0])
+    coef, clamped = C._nonnegative_lstsq([np.array(column) for column in zip(*rows, strict=True)], y)
+    assert coef == pytest.approx([1.0, 0.0, 0.1], abs=1e-9)
+    assert clamped == [1]  # held at 0 where an unconstrained fit goes negative
+
+
+def test_a_cohort_runs_its_samples_node_by_node():
+    """10 full samples on up to 4 nodes of 2 GPUs: 10, 5 then 3 samples per node, each a whole sample time."""
+    envelope = C.fit_envelope(observations([("typical", 1000, 1), ("large", 10000, 1), ("large", 10000, 2)]))
+    full = composition(6_000_000)
+    cohort = C.project_cohort(envelope, full, samples=10, gpus_per_node=2, nodes=4)
+    sample_hours = true_total(full, 2) / 3600
+    assert cohort["projected"] and not cohort["extrapolated"]
+    assert [(r["nodes"], r["gpus"], r["samples_per_node"]) for r in cohort["rows"]] == [(1, 2, 10), (2, 4, 5), (4, 8, 3)]
+    assert cohort["rows"][-1]["hours"] == pytest.approx(3 * sample_hours, rel=1e-6)
+    assert all(r["node_hours"] == pytest.approx(10 * sample_hours, rel=1e-6) for r in cohort["rows"])
+    assert C.node_counts(6) == [1, 2, 4, 6] and C.node_counts(1) == [1]
+    with pytest.raises(ValueError):
+        C.project_cohort(envelope, full, samples=0, gpus_per_node=2, nodes=4)
+
+
 def test_projected_hours_for_the_suites_matches_the_truth():
     records = [synthetic_record("typical", 1000, 1), synthetic_record("large", 10000, 1)]
     full = composition(6_000_000)
@@ -465,3 +493,29 @@ def test_composition_file_accepts_bare_nested_and_run_json(tmp_path):
     path.write_text(json.dumps({"nothing": 1}))
     with pytest.raises(ValueError):
         P.read_composition_file(path)
+
+
+def run_record_example() -> dict:
+    """The run.json example of docs/run-record.md (the contract), its // comments stripped."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "run-record.md").read_text()
+    block = text.split("```jsonc", 1)[1].split("```", 1)[0]
+    return json.loads(re.sub(r"//[^\n]*", "", block))
+
+
+def test_record_reads_the_documented_run_json():
+    """Every field the Record takes from run.json is read from the documented example, not from a guess."""
+    run = run_record_example()
+    assert run["schema"] == RUN_SCHEMA and set(run["input"]) == set(WORK_UNITS)
+    document = {"schema": SCHEMA, "harness": {"machine": "h200", "commit": "0123456789abcdef", "dataset": "typical",
+                                              "gpus": 1, "exit_code": 0, "validated": True}, "run": run}
+    record = Record.from_json(document)
+    assert record.usable and record.commit == "01234567" and record.chunk_size == run["config"]["chunk_size"]
+    assert record.wall_seconds == run["wall_seconds"] and record.composition == run["input"]
+    assert record.stage_seconds == {"preprocess": 2.5, "esm2": 41.2, STARTUP: pytest.approx(50.0 - 2.5 - 41.2)}
+    assert [(d.stage, d.gpu, d.info["intervals"]) for d in record.devices] == [("esm2", 0, [[1764340003.0, 1764340044.2]])]
+    with pytest.raises(ValueError, match="vnp-runrecord/1"):
+        Record.from_json(run)  # a run.json alone is not a RunRecord
+
+
+def test_device_strings_are_parsed_in_one_place():
+    assert [gpu_index(d) for d in ("cuda:3", "cuda", "cpu", None)] == [3, 0, None, None]

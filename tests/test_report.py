@@ -126,6 +126,17 @@ def test_project_json_schema_and_numbers(tree, tmp_path, capsys):
     assert "| **total** |" in printed and "Across commits on m1" in printed
 
 
+def test_project_answers_for_a_cohort_on_several_nodes(tree, tmp_path, capsys):
+    out = tmp_path / "projection.json"
+    assert run_project(tree, "--samples", "10", "--gpus-per-node", "2", "--nodes", "4", "--json", str(out)) == 0
+    cohort = json.loads(out.read_text())["groups"][-1]["cohort"]
+    sample_hours = 1.2 * true_total(composition(6_000_000), 2) / 3600  # the newest commit's runs, 1.0x and 1.1x
+    assert [r["samples_per_node"] for r in cohort["rows"]] == [10, 5, 3]
+    assert sample_hours <= cohort["rows"][-1]["hours"] / 3 <= 1.1 * sample_hours
+    assert "Projected, not measured" in capsys.readouterr().out
+    assert run_project(tree, "--nodes", "0") == 2
+
+
 def test_project_fills_a_reads_only_composition_and_flags_it(tree, tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"reads": 3_000_000}))
     out = tmp_path / "p.json"
@@ -178,7 +189,8 @@ def test_report_renders_markdown_json_and_real_pngs(rendered):
     markdown = (out / "report.md").read_text()
     for heading in ("## The answer", "## Bottleneck", "## Stage breakdown", "## GPU memory over time",
                     "## Peak GPU memory per stage", "## Optimisations (variants)", "## Scaling", "## Throughput",
-                    "## GPU utilisation", "## Token budget per card", "## History"):
+                    "## GPU utilisation", "## Token budget per card", "## History",
+                    "## A cohort of samples (projected)"):
         assert heading in markdown
     for name in report["plots"].values():
         assert f"]({name})" in markdown
