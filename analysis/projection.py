@@ -316,8 +316,14 @@ def projection_document(query: Query) -> dict:
         asv_date = (dates.get(group["machine"], {}).get(group["commit"]) or {}).get("date")
         group["date"] = asv_date or int(group["started_at"] * 1000)
     groups.sort(key=lambda g: (g["machine"], g["chunk_size"] or 0, g["date"], g["started_at"]))
-    return {"schema": SCHEMA, "records": str(query.records), "target_hours": query.target_hours,
+    return {"schema": SCHEMA, "records": _shown(query.records), "target_hours": query.target_hours,
             "gpu_counts": list(query.gpu_counts), "variant": query.variant, "groups": groups, "skipped": skipped}
+
+
+def _shown(path: Path) -> str:
+    """A path as the document shows it: relative to the working directory when inside it (no machine path)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def series_key(group: Mapping) -> tuple:
