@@ -92,7 +92,7 @@ def ensure_file(name: str, entry: dict, definitions: dict) -> Path:
         path.unlink()
         raise DatasetError(
             f"dataset {name}: generated file has sha256 {actual[:12]}..., datasets.json says {expected[:12]}... "
-            f"(numpy {np.__version__}; regenerate the definitions with scripts/make_data.py describe if the "
+            f"(numpy {np.__version__}; regenerate the definitions with python -m scripts.make_data describe if the "
             "generator changed on purpose)")
     stamp.write_text(_stamp_text(path, expected or actual))
     return path
