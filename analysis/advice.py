@@ -111,53 +111,80 @@ def bottleneck_section(
     ]
     stage_fit = (fit.get("stages") or {}).get(stage, {})
     if stage_fit.get("parallel"):
-        more = [r for r in projection["rows"] if r["gpus"] > gpus]
-        if more:
-            last = more[-1]
-            findings.append(
-                f"More GPUs: on {gpus_label(last['gpus'])} it would take {fmt_hours(last['stages'][stage]['hours'])} h"
-                + (" (extrapolated)." if last["stages"][stage]["extrapolated"] else ".")
-            )
-        fraction = (stage_fit.get("amdahl") or {}).get("parallel_fraction")
-        if fraction is not None and fraction < 1:
-            findings.append(
-                f"Its fitted parallel fraction is {fraction:.3f}: more GPUs can speed it up at most "
-                f"{fmt_ratio(1 / (1 - fraction))}."
-            )
-    serial = sum(c["hours"] for name, c in row["stages"].items() if not (fit.get("stages") or {}).get(name, {}).get("parallel"))
+        findings += _more_gpus(projection, stage, stage_fit, gpus)
+    serial = sum(
+        c["hours"] for name, c in row["stages"].items() if not (fit.get("stages") or {}).get(name, {}).get("parallel")
+    )
     findings.append(
         f"Stages that do not scale with GPUs take {fmt_hours(serial)} h: no GPU count brings the total below that."
     )
-    if total > target:
-        cut = total - target
-        if cut < hours:
-            findings.append(
-                f"To meet {fmt_hours(target)} h on {gpus_label(gpus)}, `{stage}` must become "
-                f"{fmt_ratio(hours / (hours - cut))} faster (or the total must lose {fmt_hours(cut)} h)."
-            )
-        else:
-            findings.append(
-                f"Even without `{stage}` the total would exceed {fmt_hours(target)} h on {gpus_label(gpus)}: "
-                "several stages must get faster."
-            )
-    else:
-        findings.append(f"The target is met with {fmt_hours(target - total)} h to spare on {gpus_label(gpus)}.")
-        if row["high_hours"] > target:
-            findings.append(
-                f"Not at the slow end of the interval: the slowest repeats project {fmt_hours(row['high_hours'])} h."
-            )
+    findings += _against_target(row, stage, hours, target)
     padding = _padding_share(records, stage)
     if padding:
         findings.append(f"{fmt_percent(padding)} of the tokens `{stage}` computed were padding: packing removes them.")
-    busy = [r["util_percent_gpu_stages"] for r in utilisation.get("rows") or [] if r.get("util_percent_gpu_stages") is not None]
+    busy = [
+        r["util_percent_gpu_stages"]
+        for r in utilisation.get("rows") or []
+        if r.get("util_percent_gpu_stages") is not None
+    ]
     if busy and np.mean(busy) < LOW_UTILISATION_PERCENT and stage_fit.get("parallel"):
         findings.append(
             f"GPUs were busy only {np.mean(busy):.0f}% of the GPU-stage time: feeding them (host side) limits it."
         )
     best = _best_variant_for(variants, stage)
     if best:
-        findings.append(f"Of the measured optimisations, `{best[0]}` cut `{stage}` the most: {fmt_ratio(best[1])} against baseline.")
-    return {"gpus": gpus, "stage": stage, "hours": hours, "share": hours / total if total else None, "findings": findings, "note": None}
+        findings.append(
+            f"Of the measured optimisations, `{best[0]}` cut `{stage}` the most: {fmt_ratio(best[1])} against baseline."
+        )
+    return {
+        "gpus": gpus,
+        "stage": stage,
+        "hours": hours,
+        "share": hours / total if total else None,
+        "findings": findings,
+        "note": None,
+    }
+
+
+def _more_gpus(projection: Mapping, stage: str, stage_fit: Mapping, gpus: int) -> list[str]:
+    """What more GPUs would do to a stage that runs in the per-GPU workers."""
+    findings = []
+    more = [r for r in projection["rows"] if r["gpus"] > gpus]
+    if more:
+        last = more[-1]
+        findings.append(
+            f"More GPUs: on {gpus_label(last['gpus'])} it would take {fmt_hours(last['stages'][stage]['hours'])} h"
+            + (" (extrapolated)." if last["stages"][stage]["extrapolated"] else ".")
+        )
+    fraction = (stage_fit.get("amdahl") or {}).get("parallel_fraction")
+    if fraction is not None and fraction < 1:
+        findings.append(
+            f"Its fitted parallel fraction is {fraction:.3f}: more GPUs can speed it up at most "
+            f"{fmt_ratio(1 / (1 - fraction))}."
+        )
+    return findings
+
+
+def _against_target(row: Mapping, stage: str, hours: float, target: float) -> list[str]:
+    """How far the total is from the target, and what the dominant stage would have to give."""
+    total, gpus = row["total_hours"], row["gpus"]
+    if total <= target:
+        findings = [f"The target is met with {fmt_hours(target - total)} h to spare on {gpus_label(gpus)}."]
+        if row["high_hours"] > target:
+            findings.append(
+                f"Not at the slow end of the interval: the slowest repeats project {fmt_hours(row['high_hours'])} h."
+            )
+        return findings
+    cut = total - target
+    if cut < hours:
+        return [
+            f"To meet {fmt_hours(target)} h on {gpus_label(gpus)}, `{stage}` must become "
+            f"{fmt_ratio(hours / (hours - cut))} faster (or the total must lose {fmt_hours(cut)} h)."
+        ]
+    return [
+        f"Even without `{stage}` the total would exceed {fmt_hours(target)} h on {gpus_label(gpus)}: "
+        "several stages must get faster."
+    ]
 
 
 def _padding_share(records: Sequence[Record], stage: str) -> float | None:

@@ -48,7 +48,6 @@ def stage_kind(name: str) -> tuple[str, bool]:
     return "frames", False
 
 
-
 # --------------------------------------------------------------------------------------------------
 # The cost model
 # --------------------------------------------------------------------------------------------------
@@ -62,7 +61,7 @@ def _nonnegative_lstsq(columns: list[np.ndarray], y: np.ndarray) -> tuple[np.nda
     """
     # Columns scaled to unit norm: token counts (~1e8) sit beside a column of ones.
     norms = np.array([float(np.linalg.norm(column)) or 1.0 for column in columns])
-    matrix = np.column_stack([column / norm for column, norm in zip(columns, norms)])
+    matrix = np.column_stack([column / norm for column, norm in zip(columns, norms, strict=True)])
     scaled, _ = nnls(matrix, np.asarray(y, dtype=float))
     free = np.linalg.lstsq(matrix, y, rcond=None)[0]
     clamped = [i for i in range(len(columns)) if scaled[i] == 0 and free[i] < 0]
@@ -123,8 +122,8 @@ def fit_stage(stage: str, points: Iterable[tuple[float, int, float]]) -> StageFi
     if not points:
         fit.flags.append("never measured")
         return fit
-    work, gpus, seconds = (np.array(values, dtype=float) for values in zip(*points))
-    gpu_counts = sorted({int(g) for w, g in zip(work, gpus) if w > 0}) if parallel else []
+    work, gpus, seconds = (np.array(values, dtype=float) for values in zip(*points, strict=True))
+    gpu_counts = sorted({int(g) for w, g in zip(work, gpus, strict=True) if w > 0}) if parallel else []
     if parallel:
         marginal_columns = [work * (gpus == g) for g in gpu_counts]
     else:
@@ -147,7 +146,7 @@ def fit_stage(stage: str, points: Iterable[tuple[float, int, float]]) -> StageFi
         fit.flags.append("a fitted marginal rate was negative: set to 0")
     fit.fixed = float(coef[0])
     if parallel:
-        fit.marginal = {g: float(rate) for g, rate in zip(gpu_counts, coef[1:])}
+        fit.marginal = {g: float(rate) for g, rate in zip(gpu_counts, coef[1:], strict=True)}
         _fit_amdahl(fit)
     else:
         fit.serial = float(coef[1])
@@ -258,9 +257,7 @@ class Envelope(NamedTuple):
 
 def fit_envelope(observations: Iterable[Record]) -> Envelope:
     observations = list(observations)
-    return Envelope(
-        fit_cost_model(observations), fit_cost_model(observations, min), fit_cost_model(observations, max)
-    )
+    return Envelope(fit_cost_model(observations), fit_cost_model(observations, min), fit_cost_model(observations, max))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -341,8 +338,9 @@ def node_counts(nodes: int) -> list[int]:
     return counts + [nodes]
 
 
-def project_cohort(envelope: Envelope, composition: Mapping[str, float], samples: int, gpus_per_node: int,
-                   nodes: int) -> dict:
+def project_cohort(
+    envelope: Envelope, composition: Mapping[str, float], samples: int, gpus_per_node: int, nodes: int
+) -> dict:
     """Hours for ``samples`` samples like ``composition`` on up to ``nodes`` nodes of ``gpus_per_node`` GPUs.
 
     One ``vnp predict`` per sample and node at a time (the workflow's unit), so a node works through
@@ -356,9 +354,23 @@ def project_cohort(envelope: Envelope, composition: Mapping[str, float], samples
     rows = []
     for count in node_counts(nodes):
         waves = math.ceil(samples / count)
-        rows.append({"nodes": count, "gpus": count * gpus_per_node, "samples_per_node": waves,
-                     "hours": waves * point, "low_hours": waves * per_sample[0], "high_hours": waves * per_sample[-1],
-                     "node_hours": samples * point})
-    return {"projected": True, "samples": samples, "gpus_per_node": gpus_per_node, "nodes": nodes,
-            "sample_hours": point, "extrapolated": envelope.point.extrapolated(gpus_per_node), "rows": rows}
-
+        rows.append(
+            {
+                "nodes": count,
+                "gpus": count * gpus_per_node,
+                "samples_per_node": waves,
+                "hours": waves * point,
+                "low_hours": waves * per_sample[0],
+                "high_hours": waves * per_sample[-1],
+                "node_hours": samples * point,
+            }
+        )
+    return {
+        "projected": True,
+        "samples": samples,
+        "gpus_per_node": gpus_per_node,
+        "nodes": nodes,
+        "sample_hours": point,
+        "extrapolated": envelope.point.extrapolated(gpus_per_node),
+        "rows": rows,
+    }

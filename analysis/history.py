@@ -34,7 +34,7 @@ def read_asv_results(results_dir: str | Path) -> dict[str, dict[str, dict]]:
                 params = benchmarks[key].get("params") or []
                 values = result.get_result_value(key, params)
                 names = [f"{key}({', '.join(combo)})" for combo in itertools.product(*params)] if params else [key]
-                for name, value in zip(names, values):
+                for name, value in zip(names, values, strict=False):  # asv gives one value per combination
                     finite = isinstance(value, (int, float)) and math.isfinite(value)
                     entry["values"][name] = float(value) if finite else None
     return history

@@ -43,7 +43,12 @@ def plot_projection(projection: Mapping):
     totals = np.array([r["total_hours"] for r in rows])
     errors = np.maximum(0, [totals - [r["low_hours"] for r in rows], [r["high_hours"] for r in rows] - totals])
     ax.errorbar(labels, totals, yerr=errors, fmt="none", ecolor="black", capsize=4)
-    ax.axhline(projection["target_hours"], color="red", linestyle="--", label=f"target {fmt_hours(projection['target_hours'])} h")
+    ax.axhline(
+        projection["target_hours"],
+        color="red",
+        linestyle="--",
+        label=f"target {fmt_hours(projection['target_hours'])} h",
+    )
     ax.set_ylabel("projected hours")
     ax.set_title("Full sample, projected (* extrapolated)")
     ax.legend(fontsize=7, ncol=2)
@@ -79,7 +84,7 @@ def plot_memory_timeline(timeline: Mapping):
     gpus = timeline["gpus"]
     fig, axes = plt.subplots(len(gpus), 1, figsize=(8, 2.0 * len(gpus) + 1.2), sharex=True, squeeze=False)
     colours = _colours(list(dict.fromkeys(span["stage"] for gpu in gpus for span in gpu["spans"])))
-    for ax, gpu in zip(axes[:, 0], gpus):
+    for ax, gpu in zip(axes[:, 0], gpus, strict=True):
         for span in gpu["spans"]:
             ax.axvspan(span["start"], span["end"], color=colours[span["stage"]], alpha=0.25, linewidth=0)
         ax.plot(gpu["t"], np.array(gpu["mem_used_bytes"]) / GIB, color="black", linewidth=1)

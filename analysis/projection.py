@@ -97,8 +97,6 @@ def complete_composition(
     return completed, estimated
 
 
-
-
 def check_prediction(
     observations: Iterable[Record], source: str = "typical", target: str = "large", tolerance: float = 0.10
 ) -> dict:
@@ -123,8 +121,13 @@ def check_prediction(
         predicted = model.total_seconds(composition, gpus)
         measured = float(np.mean([obs.wall_seconds for obs in runs]))
         result["per_gpus"].append(
-            {"gpus": gpus, "predicted_seconds": predicted, "measured_seconds": measured,
-             "error": predicted / measured - 1, "extrapolated": model.extrapolated(gpus)}
+            {
+                "gpus": gpus,
+                "predicted_seconds": predicted,
+                "measured_seconds": measured,
+                "error": predicted / measured - 1,
+                "extrapolated": model.extrapolated(gpus),
+            }
         )
     worst = max(abs(row["error"]) for row in result["per_gpus"])
     result.update(available=True, max_abs_error=worst, warning=worst > tolerance, fit_flags=model.flags())
@@ -137,8 +140,9 @@ def same_sample(observation: Record, composition: Mapping[str, float]) -> bool:
     return all(unit in composition and observation.composition.get(unit) == composition[unit] for unit in units)
 
 
-def sample_runs_check(model: CostModel, group: Iterable[Record], sample_runs: Iterable[Record],
-                      composition: Mapping[str, float]) -> list[dict]:
+def sample_runs_check(
+    model: CostModel, group: Iterable[Record], sample_runs: Iterable[Record], composition: Mapping[str, float]
+) -> list[dict]:
     """Measured runs of the projected sample against this model's projection at their GPU count.
 
     The runs come from any commit on the group's machine; ``in_fit`` marks a run the model was fitted on
@@ -148,9 +152,18 @@ def sample_runs_check(model: CostModel, group: Iterable[Record], sample_runs: It
     rows = []
     for run in sorted(sample_runs, key=lambda obs: (obs.gpus, obs.started_at)):
         projected = model.total_seconds(composition, run.gpus)
-        rows.append({"gpus": run.gpus, "commit": run.commit, "dataset": run.dataset, "measured_seconds": run.wall_seconds,
-                     "projected_seconds": projected, "error": projected / run.wall_seconds - 1,
-                     "in_fit": id(run) in fitted, "extrapolated": model.extrapolated(run.gpus)})
+        rows.append(
+            {
+                "gpus": run.gpus,
+                "commit": run.commit,
+                "dataset": run.dataset,
+                "measured_seconds": run.wall_seconds,
+                "projected_seconds": projected,
+                "error": projected / run.wall_seconds - 1,
+                "in_fit": id(run) in fitted,
+                "extrapolated": model.extrapolated(run.gpus),
+            }
+        )
     return rows
 
 
@@ -244,21 +257,31 @@ def project_results(
     observations), so a caller projecting a subset of groups can still find them elsewhere.
     """
     gpu_counts = tuple(gpu_counts)
+
     def usable(pool):
-        return [obs for obs in pool if obs.variant == variant and (not chunk_size or obs.chunk_size in (chunk_size, None))]
+        return [
+            obs for obs in pool if obs.variant == variant and (not chunk_size or obs.chunk_size in (chunk_size, None))
+        ]
 
     observations = list(observations)
     pool = usable(observations if sample_pool is None else sample_pool)
     results = []
     for _, group in sorted(group_observations(usable(observations)).items()):
         wanted = dict(composition) if composition else {"reads": float(FULL_SAMPLE_READS)}
-        origin = source if composition else f"{FULL_SAMPLE_READS:,} reads at the measured runs' per-read ratios" + (
-            f"; {source}" if source else ""
+        origin = (
+            source
+            if composition
+            else f"{FULL_SAMPLE_READS:,} reads at the measured runs' per-read ratios"
+            + (f"; {source}" if source else "")
         )
         filled, estimated = complete_composition(wanted, [obs.composition for obs in group])
         first = group[0]
-        sample_runs = [obs for obs in pool if (obs.machine, obs.target, obs.chunk_size) == (first.machine, first.target, first.chunk_size)
-                       and same_sample(obs, filled)]
+        sample_runs = [
+            obs
+            for obs in pool
+            if (obs.machine, obs.target, obs.chunk_size) == (first.machine, first.target, first.chunk_size)
+            and same_sample(obs, filled)
+        ]
         entry = project_group(group, filled, gpu_counts, target_hours, check, sample_runs, cohort)
         entry["composition"] = {"composition": filled, "source": origin, "estimated": estimated}
         results.append(entry)
@@ -284,9 +307,11 @@ class Query:
     cohort: tuple[int, int, int] | None = None  # samples, GPUs per node, nodes
 
     def selects(self, record: Record) -> bool:
-        return ((not self.machine or record.machine == self.machine)
-                and (not self.commit or record.commit.startswith(self.commit[:8]))
-                and (not self.scale or record.scale == self.scale))
+        return (
+            (not self.machine or record.machine == self.machine)
+            and (not self.commit or record.commit.startswith(self.commit[:8]))
+            and (not self.scale or record.scale == self.scale)
+        )
 
 
 def projection_document(query: Query) -> dict:
@@ -302,12 +327,23 @@ def projection_document(query: Query) -> dict:
     selected = [r for r in every_run if query.selects(r)]
     if not any(r.variant == query.variant for r in selected):
         found = sorted({r.variant for r in selected})
-        raise ValueError(f"no usable runs of variant '{query.variant}' under {query.records}"
-                         + (f" (variants found: {', '.join(found)})" if found else ""))
+        raise ValueError(
+            f"no usable runs of variant '{query.variant}' under {query.records}"
+            + (f" (variants found: {', '.join(found)})" if found else "")
+        )
     # runs of the sample itself count as evidence whatever the filters (another scale or commit)
-    groups = project_results(selected, query.composition, query.source, query.gpu_counts, query.target_hours,
-                             query.variant, query.check, query.chunk_size, sample_pool=every_run,
-                             cohort=query.cohort)
+    groups = project_results(
+        selected,
+        query.composition,
+        query.source,
+        query.gpu_counts,
+        query.target_hours,
+        query.variant,
+        query.check,
+        query.chunk_size,
+        sample_pool=every_run,
+        cohort=query.cohort,
+    )
     if not groups:
         raise ValueError(f"no usable runs of variant '{query.variant}' at chunk size {query.chunk_size}")
     dates = read_asv_results(query.results) if query.results else {}
@@ -316,8 +352,15 @@ def projection_document(query: Query) -> dict:
         asv_date = (dates.get(group["machine"], {}).get(group["commit"]) or {}).get("date")
         group["date"] = asv_date or int(group["started_at"] * 1000)
     groups.sort(key=lambda g: (g["machine"], g["chunk_size"] or 0, g["date"], g["started_at"]))
-    return {"schema": SCHEMA, "records": _shown(query.records), "target_hours": query.target_hours,
-            "gpu_counts": list(query.gpu_counts), "variant": query.variant, "groups": groups, "skipped": skipped}
+    return {
+        "schema": SCHEMA,
+        "records": _shown(query.records),
+        "target_hours": query.target_hours,
+        "gpu_counts": list(query.gpu_counts),
+        "variant": query.variant,
+        "groups": groups,
+        "skipped": skipped,
+    }
 
 
 def _shown(path: Path) -> str:

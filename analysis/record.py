@@ -146,8 +146,12 @@ class Record:
     @cached_property
     def devices(self) -> list[Device]:
         """Every (stage, device) of the run, the "cuda:N" device string parsed."""
-        return [Device(s["name"], gpu_index(d.get("device")), d)
-                for s in self.stages for d in s.get("devices") or [] if isinstance(d, Mapping)]
+        return [
+            Device(s["name"], gpu_index(d.get("device")), d)
+            for s in self.stages
+            for d in s.get("devices") or []
+            if isinstance(d, Mapping)
+        ]
 
     @property
     def config(self) -> Mapping:

@@ -47,10 +47,17 @@ def gpu_peaks(record: Record) -> list[dict]:
     """Peak GPU memory per (stage, GPU): the harness's stage_peaks, else the run's own torch peaks."""
     if record.stage_peaks:
         return [dict(p) for p in record.stage_peaks]
-    return [{"stage": d.stage, "gpu": d.gpu, "nvml_peak_bytes": None,
-             "torch_peak_allocated_bytes": d.info.get("peak_allocated_bytes"),
-             "torch_peak_reserved_bytes": d.info.get("peak_reserved_bytes"), "host_peak_rss_bytes": None}
-            for d in record.devices]
+    return [
+        {
+            "stage": d.stage,
+            "gpu": d.gpu,
+            "nvml_peak_bytes": None,
+            "torch_peak_allocated_bytes": d.info.get("peak_allocated_bytes"),
+            "torch_peak_reserved_bytes": d.info.get("peak_reserved_bytes"),
+            "host_peak_rss_bytes": None,
+        }
+        for d in record.devices
+    ]
 
 
 def peak_gpu_bytes(record: Record) -> float | None:
@@ -81,8 +88,12 @@ def stage_spans(record: Record, gpu: int) -> list[tuple[str, float, float]]:
     interleave part by part), the parent process's interval for the other stages."""
     spans = []
     for stage in record.stages:
-        intervals = [interval for d in record.devices if d.stage == stage["name"] and d.gpu == gpu
-                     for interval in d.info.get("intervals") or []]
+        intervals = [
+            interval
+            for d in record.devices
+            if d.stage == stage["name"] and d.gpu == gpu
+            for interval in d.info.get("intervals") or []
+        ]
         if not intervals and all(isinstance(stage.get(key), (int, float)) for key in ("start", "end")):
             intervals = [(stage["start"], stage["end"])]
         spans += [(stage["name"], float(begin), float(end)) for begin, end in intervals]
@@ -135,7 +146,8 @@ def memory_timeline_section(record: Record | None) -> dict:
     gpus = []
     for gpu in np.unique(gpu_column):
         spans = [
-            {"stage": name, "start": begin - start, "end": end - start} for name, begin, end in stage_spans(record, int(gpu))
+            {"stage": name, "start": begin - start, "end": end - start}
+            for name, begin, end in stage_spans(record, int(gpu))
         ]
         t, used = samples["t"][gpu_column == gpu], samples["mem_used_bytes"][gpu_column == gpu]
         keep = slice(None, None, max(1, len(t) // TIMELINE_POINTS))  # an hour at 10 Hz needs no 36,000 points
@@ -223,8 +235,10 @@ def scaling_section(records: Sequence[Record]) -> dict:
         by_dataset[dataset][gpus].append(record)
     if not by_dataset:
         return {"rows": [], "note": "no runs"}
-    dataset = max(by_dataset, key=lambda d: (len(by_dataset[d]),
-                                             next(iter(by_dataset[d].values()))[0].composition.get("reads") or 0))
+    dataset = max(
+        by_dataset,
+        key=lambda d: (len(by_dataset[d]), next(iter(by_dataset[d].values()))[0].composition.get("reads") or 0),
+    )
     counts = sorted(by_dataset[dataset])
     if len(counts) < 2:
         return {"dataset": dataset, "rows": [], "note": f"one GPU count measured ({counts[0]}): no scaling curve"}
@@ -298,7 +312,9 @@ def utilisation_section(record: Record | None) -> dict:
         rows.append(
             {
                 "gpu": int(gpu),
-                "util_percent_gpu_stages": float(samples["util_percent"][in_window].mean()) if in_window.any() else None,
+                "util_percent_gpu_stages": float(samples["util_percent"][in_window].mean())
+                if in_window.any()
+                else None,
                 "util_percent_run": float(samples["util_percent"][mask].mean()),
                 "power_w_gpu_stages": float(power[in_window].mean()) if power is not None and in_window.any() else None,
             }

@@ -39,14 +39,19 @@ def ratios(composition: dict) -> dict:
 def _names(requested: list[str], definitions: dict) -> list[str]:
     unknown = [n for n in requested if n not in definitions["datasets"]]
     if unknown:
-        raise SystemExit(f"make_data: unknown dataset(s) {', '.join(unknown)}; known: {', '.join(definitions['datasets'])}")
+        raise SystemExit(
+            f"make_data: unknown dataset(s) {', '.join(unknown)}; known: {', '.join(definitions['datasets'])}"
+        )
     return requested or list(definitions["datasets"])
 
 
 def cmd_generate(args, definitions: dict) -> int:
     for name in _names(args.names, definitions):
-        if args.command == "verify" and definitions["datasets"][name]["kind"] != "file" \
-                and not definitions["datasets"][name].get("sha256"):
+        if (
+            args.command == "verify"
+            and definitions["datasets"][name]["kind"] != "file"
+            and not definitions["datasets"][name].get("sha256")
+        ):
             raise datasets.DatasetError(f"dataset {name} has no recorded sha256: run describe --write")
         started = time.perf_counter()
         dataset = datasets.get(name, definitions)
@@ -69,8 +74,10 @@ def cmd_describe(args, definitions: dict) -> int:
         counted = time.perf_counter() - started - generated
         recorded = entry.get("composition") or {}
         if entry.get("sha256") == sha256 and "dnabert_tokens" in recorded:  # the same file: keep the real count
-            composition.update(dnabert_tokens=recorded["dnabert_tokens"],
-                               dnabert_tokens_estimated=recorded.get("dnabert_tokens_estimated", False))
+            composition.update(
+                dnabert_tokens=recorded["dnabert_tokens"],
+                dnabert_tokens_estimated=recorded.get("dnabert_tokens_estimated", False),
+            )
         entry.update(sha256=sha256, bytes=path.stat().st_size, composition=composition)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in ratios(composition).items())
         print(f"{name:14s} generated in {generated:5.1f} s, counted in {counted:5.1f} s: {shown}")
@@ -89,8 +96,10 @@ def cmd_calibrate(args, definitions: dict) -> int:
         measured = ratios(datasets.count_composition(path, 300))
     target = definitions["calibration"]
     for key in RATIOS:
-        print(f"{key:28s} measured {measured[key]:8.3f}   target {target[key]:8.3f}   "
-              f"({100 * (measured[key] / target[key] - 1):+.1f}%)")
+        print(
+            f"{key:28s} measured {measured[key]:8.3f}   target {target[key]:8.3f}   "
+            f"({100 * (measured[key] / target[key] - 1):+.1f}%)"
+        )
     return 0
 
 
@@ -113,8 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("path").add_argument("name")
     args = parser.parse_args(argv)
     definitions = datasets.load_definitions()
-    handler = {"generate": cmd_generate, "verify": cmd_generate, "describe": cmd_describe,
-               "calibrate": cmd_calibrate, "path": cmd_path}[args.command]
+    handler = {
+        "generate": cmd_generate,
+        "verify": cmd_generate,
+        "describe": cmd_describe,
+        "calibrate": cmd_calibrate,
+        "path": cmd_path,
+    }[args.command]
     try:
         return handler(args, definitions)
     except datasets.DatasetError as error:

@@ -28,10 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sample.add_argument("--sample", type=Path, help="a FASTA to count (original rules, no model) instead")
     sample.add_argument("--dataset", default="full", help="dataset definition to project (default full)")
     parser.add_argument("--datasets-file", type=Path, default=ROOT / "data" / "datasets.json")
-    parser.add_argument("--chunk-size", type=int, help="the sample's chunk size (model type): only runs at it "
-                        "are used (default: the dataset's model_type; for --sample the runs' chunk size)")
-    parser.add_argument("--check", help="trust check FROM:TO dataset roles (default: each group's two largest "
-                        "reads datasets, e.g. typical:large or subset1m:full)")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        help="the sample's chunk size (model type): only runs at it "
+        "are used (default: the dataset's model_type; for --sample the runs' chunk size)",
+    )
+    parser.add_argument(
+        "--check",
+        help="trust check FROM:TO dataset roles (default: each group's two largest "
+        "reads datasets, e.g. typical:large or subset1m:full)",
+    )
     cohort = parser.add_argument_group("a cohort of samples (projected)")
     cohort.add_argument("--samples", type=int, default=24, help="samples in the cohort (default 24)")
     cohort.add_argument("--gpus-per-node", type=int, default=4, help="GPUs per node (default 4)")
@@ -58,8 +65,18 @@ def query(args: argparse.Namespace) -> P.Query:
     else:
         composition, source, defined = P.dataset_composition(args.datasets_file, args.dataset)
         chunk_size = chunk_size or defined
-    return P.Query(records=Path(records), results=args.results, target_hours=args.target,
-                   gpu_counts=tuple(int(g) for g in args.gpus.split(",")), variant=args.variant,
-                   machine=args.machine, commit=args.commit, scale=args.scale, composition=composition,
-                   source=source, chunk_size=chunk_size, check=tuple(args.check.split(":", 1)) if args.check else None,
-                   cohort=(args.samples, args.gpus_per_node, args.nodes))
+    return P.Query(
+        records=Path(records),
+        results=args.results,
+        target_hours=args.target,
+        gpu_counts=tuple(int(g) for g in args.gpus.split(",")),
+        variant=args.variant,
+        machine=args.machine,
+        commit=args.commit,
+        scale=args.scale,
+        composition=composition,
+        source=source,
+        chunk_size=chunk_size,
+        check=tuple(args.check.split(":", 1)) if args.check else None,
+        cohort=(args.samples, args.gpus_per_node, args.nodes),
+    )

@@ -67,9 +67,11 @@ def main(argv=None) -> int:
     for group in document["groups"]:
         check = group["check"]
         if check.get("warning"):
-            print(f"project: warning: {group['machine']} {group['commit']}: predicting '{check['to']}' from "
-                  f"'{check['from']}' is off by {check['max_abs_error']:.1%} (> {check['tolerance']:.0%})",
-                  file=sys.stderr)
+            print(
+                f"project: warning: {group['machine']} {group['commit']}: predicting '{check['to']}' from "
+                f"'{check['from']}' is off by {check['max_abs_error']:.1%} (> {check['tolerance']:.0%})",
+                file=sys.stderr,
+            )
     return 0
 
 

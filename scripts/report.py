@@ -48,20 +48,32 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def choose_group(groups: list[dict], machine: str | None, tool: str | None, commit: str | None) -> dict:
     """The group the report is about: the asked-for one, else the newest commit of the largest scale."""
-    candidates = [g for g in groups if (not machine or g["machine"] == machine) and (not tool or g["target"] == tool)
-                  and (not commit or g["commit"].startswith(commit[:8]))]
+    candidates = [
+        g
+        for g in groups
+        if (not machine or g["machine"] == machine)
+        and (not tool or g["target"] == tool)
+        and (not commit or g["commit"].startswith(commit[:8]))
+    ]
     if not candidates:
         raise ValueError("no projection matches --machine/--tool/--commit")
-    return max(candidates,
-               key=lambda g: (g["target"] == "vnp", SCALE_RANK.get(g["scale"], 0), g["date"], g["started_at"]))
+    return max(
+        candidates, key=lambda g: (g["target"] == "vnp", SCALE_RANK.get(g["scale"], 0), g["date"], g["started_at"])
+    )
 
 
 def group_records(records: list[Record], group: dict) -> list[Record]:
     """The chosen group's successful, complete runs of every variant (the variants section needs them)."""
     key = (group["machine"], group["commit"], group["target"], group["scale"])
-    return [r for r in records if (r.machine, r.commit, r.target, r.scale) == key
-            and r.chunk_size in (group["chunk_size"], None) and r.exit_code == 0 and r.validated is not False
-            and not r.resumed]
+    return [
+        r
+        for r in records
+        if (r.machine, r.commit, r.target, r.scale) == key
+        and r.chunk_size in (group["chunk_size"], None)
+        and r.exit_code == 0
+        and r.validated is not False
+        and not r.resumed
+    ]
 
 
 def hardware(records: list[Record]) -> dict:
@@ -91,15 +103,22 @@ def build_report(query, machine: str | None = None, tool: str | None = None) -> 
     series = [g for g in document["groups"] if series_key(g) == series_key(group)]
     asv = read_asv_results(query.results) if query.results else {}
     return {
-        "schema": REPORT_SCHEMA, "machine": group["machine"], "commit": group["commit"], "scale": group["scale"],
-        "target": group["target"], "variant": group["variant"], "target_hours": document["target_hours"],
-        "gpu_counts": document["gpu_counts"], "hardware": hardware(runs),
+        "schema": REPORT_SCHEMA,
+        "machine": group["machine"],
+        "commit": group["commit"],
+        "scale": group["scale"],
+        "target": group["target"],
+        "variant": group["variant"],
+        "target_hours": document["target_hours"],
+        "gpu_counts": document["gpu_counts"],
+        "hardware": hardware(runs),
         "synthetic_weights": any(r.run.get("synthetic_weights") for r in runs),
         "projection": group,
         "projection_markdown": M.projection_markdown(group, group["composition"]),
         "cohort": group.get("cohort"),
-        "bottleneck": advice.bottleneck_section(group["projection"], group["fit"], content["variants"],
-                                                content["utilisation"], runs),
+        "bottleneck": advice.bottleneck_section(
+            group["projection"], group["fit"], content["variants"], content["utilisation"], runs
+        ),
         **content,
         "history": history_section(series, asv, group["machine"], _history_gpus(group)),
         "skipped": document["skipped"],

@@ -25,7 +25,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("role", choices=scales.ROLES, help="dataset role, mapped to a dataset by the scale")
     parser.add_argument("--gpus", type=int, default=1, help="GPU count: the first N visible GPUs (default 1)")
-    parser.add_argument("--scale", default="full", choices=sorted(scales.SCALES), help="dataset and model scale (default full)")
+    parser.add_argument(
+        "--scale", default="full", choices=sorted(scales.SCALES), help="dataset and model scale (default full)"
+    )
     return parser.parse_args(argv)
 
 
@@ -43,10 +45,14 @@ def main(argv=None) -> int:
     h = result["harness"]
     name = record.record_name(spec.suite, h["dataset"], h["gpus"], h["variant"])
     path = record.record_path(h["machine"], h["commit"], name, h["repeat"])
-    print(f"{h['dataset']} on {args.gpus} {'GPU' if args.gpus == 1 else 'GPUs'}: {h['wall_seconds']:.1f} s, "
-          f"{h['records_out']:,} of {h['records_in']:,} frames, validated; RunRecord {path}")
+    print(
+        f"{h['dataset']} on {args.gpus} {'GPU' if args.gpus == 1 else 'GPUs'}: {h['wall_seconds']:.1f} s, "
+        f"{h['records_out']:,} of {h['records_in']:,} frames, validated; RunRecord {path}"
+    )
     for stage in result["run"]["stages"]:
-        tokens = f", {stage['tokens'] / stage['seconds']:,.0f} tokens/s" if stage.get("tokens") and stage["seconds"] else ""
+        tokens = (
+            f", {stage['tokens'] / stage['seconds']:,.0f} tokens/s" if stage.get("tokens") and stage["seconds"] else ""
+        )
         print(f"  {stage['name']:<11}{stage['seconds']:9.1f} s{tokens}")
     return 0
 

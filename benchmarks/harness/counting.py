@@ -89,7 +89,7 @@ def split_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
             position = handle.tell() - len(line)
             if line and position > cuts[-1]:
                 cuts.append(position)
-    return list(zip(cuts, cuts[1:] + [size]))
+    return list(zip(cuts, cuts[1:] + [size], strict=True))
 
 
 def count_range(path: Path, start: int, end: int, chunk_size: int) -> dict:
@@ -121,8 +121,7 @@ def _record_blocks(path: Path, start: int, end: int):
 
 def count_records(records: list[tuple[str, str]], chunk_size: int) -> dict:
     """The counts of (title, sequence) records, by the original's chunking and six-frame rules."""
-    chunks = [sequence[s : s + chunk_size] for _, sequence in records
-              for s in chunk_starts(len(sequence), chunk_size)]
+    chunks = [sequence[s : s + chunk_size] for _, sequence in records for s in chunk_starts(len(sequence), chunk_size)]
     counts = dict.fromkeys(COUNTS, 0)
     counts["reads"] = len(records)
     counts["bases"] = sum(len(sequence) for _, sequence in records)
