@@ -15,8 +15,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
-SCHEMA = "vnp-runrecord/1"
-RUN_SCHEMA = "vnp-run/1"
+from benchmarks.harness.record import SCHEMA  # the writer's schema: one definition for both sides
+
+RUN_SCHEMA = "vnp-run/1"  # run.json's, the pipeline's contract (docs/run-record.md); read, never written here
 STARTUP = "startup"  # the time outside every stage: process start, model load, teardown
 WORK_UNITS = ("reads", "bases", "chunks", "chunks_with_frame", "frames", "dnabert_tokens", "esm_tokens")
 
