@@ -36,7 +36,15 @@ for _code, _letters in enumerate(("Aa", "Cc", "Gg", "Tt")):
     _CODE[[ord(letter) for letter in _letters]] = _code
 _PAD = 5
 _COMPLEMENT = np.array([3, 2, 1, 0, 4, _PAD], dtype=np.uint8)
-_STOPS = (48, 50, 56)  # TAA, TAG, TGA as 16*first + 4*second + third
+# Every triplet of codes (36*first + 6*second + third): skipped (holds a 4 or 5), a stop, or a residue.
+_SKIPPED, _RESIDUE, _STOP = 0, 1, 2
+_CODON_CLASS = np.full(216, _SKIPPED, dtype=np.uint8)
+for _first in range(4):
+    for _second in range(4):
+        for _third in range(4):
+            _CODON_CLASS[36 * _first + 6 * _second + _third] = _RESIDUE
+for _stop in ((3, 0, 0), (3, 0, 2), (3, 2, 0)):  # TAA, TAG, TGA
+    _CODON_CLASS[36 * _stop[0] + 6 * _stop[1] + _stop[2]] = _STOP
 
 
 def chunk_starts(length: int, chunk_size: int) -> list[int]:
@@ -132,16 +140,18 @@ def count_records(records: list[tuple[str, str]], chunk_size: int) -> dict:
     width = int(lengths.max())
     padded = b"".join(chunk.encode("ascii", errors="replace").ljust(width, b"\0") for chunk in chunks)
     forward = _CODE[np.frombuffer(padded, dtype=np.uint8).reshape(len(chunks), width)]
-    columns = np.arange(width)
-    forward[columns[None, :] >= lengths[:, None]] = _PAD
-    # The reverse complement of each chunk, left-aligned like the forward strand.
-    mirrored = np.clip(lengths[:, None] - 1 - columns[None, :], 0, width - 1)
-    reverse = _COMPLEMENT[np.take_along_axis(forward, mirrored, axis=1)]
-    reverse[columns[None, :] >= lengths[:, None]] = _PAD
+    forward[np.arange(width)[None, :] >= lengths[:, None]] = _PAD
+    # The reverse strand, read right to left: each chunk's reverse complement starts after (width - length)
+    # pads, so its frame `offset` is this matrix's codon phase (width - length + offset) % 3.
+    reverse = _COMPLEMENT[forward[:, ::-1]]
+    shift = (width - lengths) % 3
     kept_any = np.zeros(len(chunks), dtype=bool)
-    for strand in (forward, reverse):
+    for strand, phase_of_frame in ((forward, np.zeros_like(shift)), (reverse, shift)):
+        residues_by_phase, kept_by_phase = _phases(strand)
         for offset in range(3):
-            residues, kept = _frame(strand, offset)
+            phase = ((phase_of_frame + offset) % 3)[:, None]
+            residues = np.take_along_axis(residues_by_phase, phase, axis=1)[:, 0]
+            kept = np.take_along_axis(kept_by_phase, phase, axis=1)[:, 0]
             kept_any |= kept
             counts["frames"] += int(kept.sum())
             counts["esm_tokens"] += int(np.minimum(residues[kept] + 2, ESM_MAX_TOKENS).sum())
@@ -151,15 +161,14 @@ def count_records(records: list[tuple[str, str]], chunk_size: int) -> dict:
     return counts
 
 
-def _frame(strand: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per chunk: residues of the frame at `offset` (translated codons) and whether it is kept (some, no stop)."""
-    codons = (strand.shape[1] - offset) // 3
-    triplets = strand[:, offset : offset + 3 * codons].reshape(len(strand), codons, 3).astype(np.int16)
-    translated = (triplets < 4).all(axis=2)
-    code = 16 * triplets[:, :, 0] + 4 * triplets[:, :, 1] + triplets[:, :, 2]
-    stop = translated & np.isin(code, _STOPS)
-    residues = translated.sum(axis=1)
-    return residues, (residues > 0) & ~stop.any(axis=1)
+def _phases(strand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per chunk and codon phase 0..2: translated codons, and whether the frame is kept (some, none a stop)."""
+    if strand.shape[1] < 3:
+        return np.zeros((len(strand), 3), dtype=np.int64), np.zeros((len(strand), 3), dtype=bool)
+    codon = _CODON_CLASS[36 * strand[:, :-2] + 6 * strand[:, 1:-1] + strand[:, 2:]]
+    residues = np.stack([(codon[:, p::3] != _SKIPPED).sum(axis=1) for p in range(3)], axis=1)
+    stops = np.stack([(codon[:, p::3] == _STOP).any(axis=1) for p in range(3)], axis=1)
+    return residues, (residues > 0) & ~stops
 
 
 def _cores() -> int:
