@@ -119,8 +119,11 @@ def test_vectorised_counts_equal_the_plain_original_rules_on_awkward_input(golde
                for n in rng.integers(1, 1400, 400)]
     awkward = tmp_path / "awkward.fa"
     awkward.write_text("".join(f">r{i} some description\n{seq[:70]}\n{seq[70:]}\n" for i, seq in enumerate(records)))
+    shorter_than_a_codon = tmp_path / "short.fa"
+    shorter_than_a_codon.write_text(">a\nA\n>b\nGC\n")
     cases = [(golden_dir / "generated" / "reads.fa", 300), (golden_dir / "generated" / "contigs.fa", 500),
-             (golden_dir / "generated" / "contigs300.fa", 300), (awkward, 300), (awkward, 500)]
+             (golden_dir / "generated" / "contigs300.fa", 300), (awkward, 300), (awkward, 500),
+             (shorter_than_a_codon, 300)]
     for path, chunk in cases:
         counted = datasets.count_composition(path, chunk)
         assert {k: counted[k] for k in KEYS - {"dnabert_tokens"}} == plain_original_counts(path, chunk), path.name
