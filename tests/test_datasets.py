@@ -91,8 +91,9 @@ def test_cached_files_match_their_definition(cache, name):
     assert dataset.path.parent == cache
     assert datasets.sha256_file(dataset.path) == DEFINITIONS["datasets"][name]["sha256"]
     counted = datasets.count_composition(dataset.path, dataset.model_type)
-    assert {k: counted[k] for k in KEYS - {"dnabert_tokens"}} == \
-           {k: dataset.composition[k] for k in KEYS - {"dnabert_tokens"}}
+    assert {k: counted[k] for k in KEYS - {"dnabert_tokens"}} == {
+        k: dataset.composition[k] for k in KEYS - {"dnabert_tokens"}
+    }
 
 
 def plain_original_counts(path, chunk_size):
@@ -115,15 +116,19 @@ def test_vectorised_counts_equal_the_plain_original_rules_on_awkward_input(golde
     """IUPAC codes, lowercase, multi-line records, descriptions, reads shorter than a codon, long contigs."""
     rng = np.random.default_rng(11)
     alphabet = np.frombuffer(b"ACGTACGTACGTacgtNRYKM*", dtype=np.uint8)
-    records = [bytes(alphabet[rng.integers(0, alphabet.size, int(n))]).decode()
-               for n in rng.integers(1, 1400, 400)]
+    records = [bytes(alphabet[rng.integers(0, alphabet.size, int(n))]).decode() for n in rng.integers(1, 1400, 400)]
     awkward = tmp_path / "awkward.fa"
     awkward.write_text("".join(f">r{i} some description\n{seq[:70]}\n{seq[70:]}\n" for i, seq in enumerate(records)))
     shorter_than_a_codon = tmp_path / "short.fa"
     shorter_than_a_codon.write_text(">a\nA\n>b\nGC\n")
-    cases = [(golden_dir / "generated" / "reads.fa", 300), (golden_dir / "generated" / "contigs.fa", 500),
-             (golden_dir / "generated" / "contigs300.fa", 300), (awkward, 300), (awkward, 500),
-             (shorter_than_a_codon, 300)]
+    cases = [
+        (golden_dir / "generated" / "reads.fa", 300),
+        (golden_dir / "generated" / "contigs.fa", 500),
+        (golden_dir / "generated" / "contigs300.fa", 300),
+        (awkward, 300),
+        (awkward, 500),
+        (shorter_than_a_codon, 300),
+    ]
     for path, chunk in cases:
         counted = datasets.count_composition(path, chunk)
         assert {k: counted[k] for k in KEYS - {"dnabert_tokens"}} == plain_original_counts(path, chunk), path.name
@@ -138,7 +143,7 @@ def test_a_large_file_is_counted_in_parallel_to_the_same_numbers(tmp_path, monke
     assert counting.count_file(path, 300, workers=1) == serial
     assert counting.count_file(path, 300, workers=3) == serial
     assert len(counting.split_ranges(path, 3)) == 3
-    assert all(path.read_bytes()[start:start + 1] == b">" for start, _ in counting.split_ranges(path, 3))
+    assert all(path.read_bytes()[start : start + 1] == b">" for start, _ in counting.split_ranges(path, 3))
 
 
 def test_a_changed_file_is_refused_and_removed(cache):
@@ -169,8 +174,9 @@ def test_unknown_dataset_is_a_clear_error(cache):
 
 def test_make_data_cli(cache):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "scripts.make_data", *args], capture_output=True, text=True,
-                              cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-m", "scripts.make_data", *args], capture_output=True, text=True, cwd=REPO
+        )
 
     verified = run("verify", "tiny", "tiny_contigs")
     assert verified.returncode == 0, verified.stderr

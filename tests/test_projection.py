@@ -8,175 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic_runs import (
+    STARTUP_SECONDS,
+    TRUTH,
+    composition,
+    from_pairs,
+    observations,
+    synthetic_record,
+    true_seconds,
+    true_total,
+)
 
 from analysis import costmodel as C
 from analysis import projection as P
-from analysis.record import (RUN_SCHEMA, SCHEMA, STARTUP, WORK_UNITS, Record, gpu_index, load_records,
-                             usable_records)
-
-# The truth the synthetic runs are generated from: stage -> (fixed s, s per work unit on 1 GPU, Amdahl
-# parallel fraction). Work units follow projection.stage_kind (bases, DNABERT/ESM tokens, frames, chunks).
-TRUTH = {
-    "preprocess": (0.5, 2e-6, 0.0),
-    "dnabert": (1.0, 1e-5, 0.9),
-    "esm2": (2.0, 1e-4, 0.95),
-    "classify": (0.2, 1e-4, 1.0),
-    "write": (0.1, 1e-5, 0.0),
-    "consensus": (0.05, 2e-5, 0.0),
-}
-STARTUP_SECONDS = 7.0
-GPU_STAGES = ("dnabert", "esm2", "classify")
-T0 = 1_764_340_000.0
-GIB = 2**30
-
-
-def composition(reads):
-    frames = 0.8 * reads
-    return {
-        "reads": reads,
-        "bases": 150.0 * reads,
-        "chunks": float(reads),
-        "chunks_with_frame": 0.6 * reads,
-        "frames": frames,
-        "dnabert_tokens": 33.0 * frames,
-        "esm_tokens": 51.0 * frames,
-    }
-
-
-def true_seconds(stage, comp, gpus, truth=TRUTH):
-    fixed, rate, parallel_fraction = truth[stage]
-    unit, parallel = C.stage_kind(stage)
-    factor = (1 - parallel_fraction) + parallel_fraction / gpus if parallel else 1.0
-    return fixed + rate * factor * comp[unit]
-
-
-def true_total(comp, gpus, truth=TRUTH):
-    return STARTUP_SECONDS + sum(true_seconds(stage, comp, gpus, truth) for stage in truth)
-
-
-def synthetic_record(
-    dataset="typical",
-    reads=1000,
-    gpus=1,
-    repeat=0,
-    factor=1.0,
-    variant="all",
-    machine="m1",
-    commit="abcdef1234567890",
-    suite="end_to_end",
-    scale="gpu",
-    truth=TRUTH,
-    comp=None,
-    samples=True,
-    start=T0,
-    peak_per_token=1000,
-    static_bytes=8 * GIB,
-    token_budget=16384,
-):
-    """A vnp-runrecord/1 dict whose stage times follow ``truth`` (times ``factor``), with sampler columns."""
-    comp = comp or composition(reads)
-    t = start + STARTUP_SECONDS * factor
-    stages = []
-    for name in truth:
-        seconds = true_seconds(name, comp, gpus, truth) * factor
-        unit, parallel = C.stage_kind(name)
-        devices = []
-        if parallel:
-            devices = [
-                {
-                    "device": f"cuda:{g}",
-                    "seconds": seconds,
-                    "items": comp["frames"] / gpus,
-                    "tokens": comp[unit] / gpus,
-                    "padding_tokens": 0,
-                    "batches": 3,
-                    "peak_allocated_bytes": static_bytes + peak_per_token * token_budget,
-                    "peak_reserved_bytes": static_bytes + 2 * peak_per_token * token_budget,
-                    "oom_backoffs": 0,
-                    "intervals": [[t, t + seconds]],
-                }
-                for g in range(gpus)
-            ]
-        stages.append(
-            {"name": name, "start": t, "end": t + seconds, "seconds": seconds, "items": comp["frames"],
-             "tokens": comp[unit] if unit.endswith("tokens") else None, "devices": devices}
-        )
-        t += seconds
-    wall = t - start
-    run = {
-        "schema": "vnp-run/1",
-        "tool": {"name": "vnp", "version": "0.1.0", "commit": commit},
-        "host": {"gpus": [{"index": g, "name": "Test GPU", "total_bytes": 80 * GIB} for g in range(gpus)]},
-        "config": {"chunk_size": 300, "model_size": "full", "precision": "bf16", "attention": "sdpa",
-                   "packing": True, "persistent_models": True,
-                   "token_budget": {"dnabert": token_budget, "esm2": token_budget}},
-        "synthetic_weights": True,
-        "input": comp,
-        "output": {"frames": comp["frames"], "consensus_rows": comp["chunks_with_frame"]},
-        "stages": stages,
-        "workers": [{"device": f"cuda:{g}", "model_load_seconds": {"esm2": 3.0, "dnabert": 0.5}} for g in range(gpus)],
-        "model_load_seconds": 3.5,
-        "started_at": start,
-        "ended_at": t,
-        "wall_seconds": wall,
-        "exit": {"status": "ok", "code": 0, "error": None},
-    }
-    nvml = {"t": [], "gpu": [], "mem_used_bytes": [], "util_percent": [], "power_w": []}
-    host = {"t": [], "rss_bytes": [], "cpu_percent": []}
-    gpu_span = (stages[1]["start"], stages[3]["end"])
-    if samples:
-        steps = 40
-        for i in range(steps + 1):
-            now = start + wall * i / steps
-            busy = gpu_span[0] <= now <= gpu_span[1]
-            for g in range(gpus):
-                nvml["t"].append(now)
-                nvml["gpu"].append(g)
-                nvml["mem_used_bytes"].append(static_bytes + (peak_per_token * token_budget if busy else 0))
-                nvml["util_percent"].append(90.0 if busy else 5.0)
-                nvml["power_w"].append(500.0 if busy else 80.0)
-            host["t"].append(now)
-            host["rss_bytes"].append(2 * GIB)
-            host["cpu_percent"].append(100.0)
-    peaks = [
-        {"stage": s["name"], "gpu": int(d["device"].split(":")[1]), "nvml_peak_bytes": static_bytes + peak_per_token * token_budget,
-         "torch_peak_allocated_bytes": d["peak_allocated_bytes"], "torch_peak_reserved_bytes": d["peak_reserved_bytes"],
-         "host_peak_rss_bytes": 2 * GIB}
-        for s in stages for d in s["devices"]
-    ]
-    return {
-        "schema": "vnp-runrecord/1",
-        "harness": {"target": "vnp", "suite": suite, "dataset": dataset, "scale": scale, "gpus": gpus,
-                    "variant": variant, "repeat": repeat, "machine": machine, "commit": commit,
-                    "argv": ["vnp", "predict"], "started_at": start, "ended_at": t, "wall_seconds": wall,
-                    "exit_code": 0, "validated": True, "records_in": comp["frames"], "records_out": comp["frames"],
-                    "resumed": False, "sampler_interval_s": 0.1},
-        "run": run,
-        "samples": {"nvml": nvml, "host": host},
-        "stage_peaks": peaks,
-    }
-
-
-def observations(specs, **kwargs):
-    """Observations of synthetic runs: specs are (dataset, reads, gpus[, repeat, factor])."""
-    records = []
-    for spec in specs:
-        dataset, reads, gpus, repeat, factor = (*spec, *(None, None, None, 0, 1.0)[len(spec):])
-        records.append((f"{dataset}-{gpus}-{repeat}", synthetic_record(dataset, reads, gpus, repeat, factor, **kwargs)))
-    obs, skipped = from_pairs(records)
-    assert not skipped
-    return obs
-
-
-def from_pairs(pairs):
-    """The usable Records among (source, RunRecord dict) pairs, and why the others were left out."""
-    return usable_records([Record.from_json(document, str(source)) for source, document in pairs])
-
-
-def amdahl_rate(stage, gpus):
-    _, rate, parallel_fraction = TRUTH[stage]
-    return rate * ((1 - parallel_fraction) + parallel_fraction / gpus)
-
+from analysis.record import RUN_SCHEMA, SCHEMA, STARTUP, WORK_UNITS, Record, gpu_index, load_records
 
 # --- fitting ------------------------------------------------------------------------------------------
 
@@ -258,8 +103,11 @@ def test_amdahl_never_gives_negative_rates_for_superlinear_measurements():
 
 
 def test_interval_comes_from_the_fastest_and_slowest_repeats():
-    specs = [(name, reads, 1, r, f) for name, reads in (("typical", 1000), ("large", 10000))
-             for r, f in enumerate((0.9, 1.0, 1.1))]
+    specs = [
+        (name, reads, 1, r, f)
+        for name, reads in (("typical", 1000), ("large", 10000))
+        for r, f in enumerate((0.9, 1.0, 1.1))
+    ]
     full = composition(6_000_000)
     result = C.project(C.fit_envelope(observations(specs)), full, (1,), 10.0)
     row = result["rows"][0]
@@ -311,7 +159,11 @@ def test_a_cohort_runs_its_samples_node_by_node():
     cohort = C.project_cohort(envelope, full, samples=10, gpus_per_node=2, nodes=4)
     sample_hours = true_total(full, 2) / 3600
     assert cohort["projected"] and not cohort["extrapolated"]
-    assert [(r["nodes"], r["gpus"], r["samples_per_node"]) for r in cohort["rows"]] == [(1, 2, 10), (2, 4, 5), (4, 8, 3)]
+    assert [(r["nodes"], r["gpus"], r["samples_per_node"]) for r in cohort["rows"]] == [
+        (1, 2, 10),
+        (2, 4, 5),
+        (4, 8, 3),
+    ]
     assert cohort["rows"][-1]["hours"] == pytest.approx(3 * sample_hours, rel=1e-6)
     assert all(r["node_hours"] == pytest.approx(10 * sample_hours, rel=1e-6) for r in cohort["rows"])
     assert C.node_counts(6) == [1, 2, 4, 6] and C.node_counts(1) == [1]
@@ -355,14 +207,22 @@ def test_check_is_exact_without_fixed_stage_costs_and_warns_when_far_off():
 
 def test_check_predicts_gpu_counts_the_source_never_ran_and_flags_them():
     # typical at 1 and 2 GPUs (Amdahl fitted exactly), large only at 4: a test of the extrapolation itself
-    obs = observations([("typical", 1000, 1), ("typical", 10000, 1), ("typical", 1000, 2), ("typical", 10000, 2),
-                        ("large", 50000, 4)])
+    obs = observations(
+        [("typical", 1000, 1), ("typical", 10000, 1), ("typical", 1000, 2), ("typical", 10000, 2), ("large", 50000, 4)]
+    )
     check = P.check_prediction(obs)
     assert check["available"] and [r["gpus"] for r in check["per_gpus"]] == [4]
     row = check["per_gpus"][0]
     assert row["extrapolated"] and row["error"] == pytest.approx(0, abs=1e-6)
-    slow = observations([("typical", 1000, 1), ("typical", 10000, 1), ("typical", 1000, 2), ("typical", 10000, 2),
-                         ("large", 50000, 4, 0, 1.5)])  # the 4-GPU run 1.5x slower than Amdahl says
+    slow = observations(
+        [
+            ("typical", 1000, 1),
+            ("typical", 10000, 1),
+            ("typical", 1000, 2),
+            ("typical", 10000, 2),
+            ("large", 50000, 4, 0, 1.5),
+        ]
+    )  # the 4-GPU run 1.5x slower than Amdahl says
     assert P.check_prediction(slow)["warning"]
 
 
@@ -388,7 +248,10 @@ def test_runs_of_the_projected_sample_are_set_against_every_groups_projection():
 
 def test_default_check_predicts_the_largest_reads_role_from_the_next_smaller():
     assert P.default_check(observations([("typical", 1000, 1), ("large", 10000, 1)])) == ("typical", "large")
-    assert P.default_check(observations([("large", 10000, 1), ("subset1m", 100000, 1), ("full", 600000, 4)])) == ("subset1m", "full")
+    assert P.default_check(observations([("large", 10000, 1), ("subset1m", 100000, 1), ("full", 600000, 4)])) == (
+        "subset1m",
+        "full",
+    )
     assert P.default_check(observations([("subset1m", 100000, 4)])) == ("typical", "large")  # says "no typical runs"
 
 
@@ -430,7 +293,9 @@ def test_check_matches_roles_so_ci_stand_in_datasets_count():
         records.append((dataset, record))
     obs, _ = from_pairs(records)
     check = P.check_prediction(obs)
-    assert check["available"] and check["per_gpus"][0]["measured_seconds"] == pytest.approx(true_total(composition(10000), 1))
+    assert check["available"] and check["per_gpus"][0]["measured_seconds"] == pytest.approx(
+        true_total(composition(10000), 1)
+    )
 
 
 def test_runs_at_another_chunk_size_are_fitted_apart():
@@ -468,8 +333,16 @@ def test_load_records_reads_the_tree_and_fills_key_from_path(tmp_path):
 
 def test_datasets_file_is_read_defensively(tmp_path):
     path = tmp_path / "datasets.json"
-    path.write_text(json.dumps({"datasets": {"full": {"reads": 6000000, "model_type": 300, "composition": {"frames": 4.8e6}},
-                                             "odd": "not a dict"}}))
+    path.write_text(
+        json.dumps(
+            {
+                "datasets": {
+                    "full": {"reads": 6000000, "model_type": 300, "composition": {"frames": 4.8e6}},
+                    "odd": "not a dict",
+                }
+            }
+        )
+    )
     assert P.read_datasets(path) == {"full": {"composition": {"reads": 6e6, "frames": 4.8e6}, "chunk_size": 300}}
     path.write_text("[1, 2]")
     assert P.read_datasets(path) == {}
@@ -486,7 +359,11 @@ def test_missing_units_are_estimated_from_measured_ratios():
 
 
 def test_composition_file_accepts_bare_nested_and_run_json(tmp_path):
-    for document in (composition(10), {"composition": composition(10)}, {"schema": "vnp-run/1", "input": composition(10)}):
+    for document in (
+        composition(10),
+        {"composition": composition(10)},
+        {"schema": "vnp-run/1", "input": composition(10)},
+    ):
         path = tmp_path / "c.json"
         path.write_text(json.dumps(document))
         assert P.read_composition_file(path)["reads"] == 10
@@ -506,13 +383,25 @@ def test_record_reads_the_documented_run_json():
     """Every field the Record takes from run.json is read from the documented example, not from a guess."""
     run = run_record_example()
     assert run["schema"] == RUN_SCHEMA and set(run["input"]) == set(WORK_UNITS)
-    document = {"schema": SCHEMA, "harness": {"machine": "h200", "commit": "0123456789abcdef", "dataset": "typical",
-                                              "gpus": 1, "exit_code": 0, "validated": True}, "run": run}
+    document = {
+        "schema": SCHEMA,
+        "harness": {
+            "machine": "h200",
+            "commit": "0123456789abcdef",
+            "dataset": "typical",
+            "gpus": 1,
+            "exit_code": 0,
+            "validated": True,
+        },
+        "run": run,
+    }
     record = Record.from_json(document)
     assert record.usable and record.commit == "01234567" and record.chunk_size == run["config"]["chunk_size"]
     assert record.wall_seconds == run["wall_seconds"] and record.composition == run["input"]
     assert record.stage_seconds == {"preprocess": 2.5, "esm2": 41.2, STARTUP: pytest.approx(50.0 - 2.5 - 41.2)}
-    assert [(d.stage, d.gpu, d.info["intervals"]) for d in record.devices] == [("esm2", 0, [[1764340003.0, 1764340044.2]])]
+    assert [(d.stage, d.gpu, d.info["intervals"]) for d in record.devices] == [
+        ("esm2", 0, [[1764340003.0, 1764340044.2]])
+    ]
     with pytest.raises(ValueError, match="vnp-runrecord/1"):
         Record.from_json(run)  # a run.json alone is not a RunRecord
 
