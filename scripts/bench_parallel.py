@@ -1,12 +1,14 @@
-#!/usr/bin/env python
 """The parent's serial steps of `vnp predict`, one process against several, side by side on one FASTA.
 
 Times, on the same input and the same machine: building the frame store in one pass and with N
 processes (the stores compared byte for byte), reading every frame ID one decode per frame and as one
 column, and writing `prediction_results.txt` (random scores) in one process and in N (the files compared).
 
-    .venv/bin/python scripts/bench_parallel.py "$(.venv/bin/python scripts/make_data.py path full)" --processes 16,32
-    .venv/bin/python scripts/bench_parallel.py reads.fa --processes 2 --json out.json
+    python -m scripts.bench_parallel "$(python -m scripts.make_data path full)" --processes 16,32
+    python -m scripts.bench_parallel reads.fa --processes 2 --json out.json
+
+A pipeline micro-benchmark, not part of the harness: it calls vnp's internals in this process (the
+installed vnp), on a FASTA made by the one read generator (`scripts.make_data`, data/datasets.json).
 Exit status 1 when a parallel result differs from the serial one.
 """
 
@@ -24,14 +26,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from vnp import predict  # noqa: E402
-from vnp.consensus import write_prediction_results  # noqa: E402
-from vnp.engine import parallel_results, parallel_store  # noqa: E402
-from vnp.engine.store import FrameStore  # noqa: E402
+from vnp import predict
+from vnp.consensus import write_prediction_results
+from vnp.engine import parallel_results, parallel_store
+from vnp.engine.store import FrameStore
 
 
 def timed(function, *args):

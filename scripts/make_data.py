@@ -1,15 +1,16 @@
-#!/usr/bin/env python3
 """Generate, verify and describe the benchmark datasets defined in data/datasets.json.
 
-  make_data.py generate [NAME ...]        make (or check) the cached FASTA files; default: every dataset
-  make_data.py verify [NAME ...]          same, and fail unless every file matches its recorded sha256
-  make_data.py describe [NAME ...] [--write]
-                                          count each file's composition; --write records sha256, size and
-                                          composition in data/datasets.json (after a generator change)
-  make_data.py calibrate [--reads N]      a sample of the reads generator against the real-data targets
-  make_data.py path NAME                  print the cached file's path (generating it if needed)
+  python -m scripts.make_data generate [NAME ...]   make (or check) the cached FASTA files; default: all
+  python -m scripts.make_data verify [NAME ...]     same, and fail unless every file matches its sha256
+  python -m scripts.make_data describe [NAME ...] [--write]
+                                          count each file's composition (original rules); --write records
+                                          sha256, size and composition in data/datasets.json
+  python -m scripts.make_data calibrate [--reads N]  the reads generator against the real-data targets
+  python -m scripts.make_data path NAME   print the cached file's path (generating it if needed)
 
-Files go to $VNP_BENCH_CACHE or data/cache/ (ignored by git).
+Files go to $VNP_BENCH_CACHE or data/cache/ (ignored by git). DNABERT tokens need DNABERT-S's tokenizer,
+which only the pipeline has: `describe` keeps a file's recorded count while its sha256 is unchanged and
+otherwise records the harness's estimate, flagged `dnabert_tokens_estimated`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.harness import datasets  # noqa: E402
+from benchmarks.harness import datasets
 
 RATIOS = ("chunks_with_frame_per_read", "frames_per_read", "esm_tokens_per_frame")
 
@@ -40,14 +39,19 @@ def ratios(composition: dict) -> dict:
 def _names(requested: list[str], definitions: dict) -> list[str]:
     unknown = [n for n in requested if n not in definitions["datasets"]]
     if unknown:
-        raise SystemExit(f"make_data: unknown dataset(s) {', '.join(unknown)}; known: {', '.join(definitions['datasets'])}")
+        raise SystemExit(
+            f"make_data: unknown dataset(s) {', '.join(unknown)}; known: {', '.join(definitions['datasets'])}"
+        )
     return requested or list(definitions["datasets"])
 
 
 def cmd_generate(args, definitions: dict) -> int:
     for name in _names(args.names, definitions):
-        if args.command == "verify" and definitions["datasets"][name]["kind"] != "file" \
-                and not definitions["datasets"][name].get("sha256"):
+        if (
+            args.command == "verify"
+            and definitions["datasets"][name]["kind"] != "file"
+            and not definitions["datasets"][name].get("sha256")
+        ):
             raise datasets.DatasetError(f"dataset {name} has no recorded sha256: run describe --write")
         started = time.perf_counter()
         dataset = datasets.get(name, definitions)
@@ -68,6 +72,12 @@ def cmd_describe(args, definitions: dict) -> int:
         generated = time.perf_counter() - started
         composition = datasets.count_composition(path, entry["model_type"])
         counted = time.perf_counter() - started - generated
+        recorded = entry.get("composition") or {}
+        if entry.get("sha256") == sha256 and "dnabert_tokens" in recorded:  # the same file: keep the real count
+            composition.update(
+                dnabert_tokens=recorded["dnabert_tokens"],
+                dnabert_tokens_estimated=recorded.get("dnabert_tokens_estimated", False),
+            )
         entry.update(sha256=sha256, bytes=path.stat().st_size, composition=composition)
         shown = ", ".join(f"{k} {v:.3f}" for k, v in ratios(composition).items())
         print(f"{name:14s} generated in {generated:5.1f} s, counted in {counted:5.1f} s: {shown}")
@@ -86,8 +96,10 @@ def cmd_calibrate(args, definitions: dict) -> int:
         measured = ratios(datasets.count_composition(path, 300))
     target = definitions["calibration"]
     for key in RATIOS:
-        print(f"{key:28s} measured {measured[key]:8.3f}   target {target[key]:8.3f}   "
-              f"({100 * (measured[key] / target[key] - 1):+.1f}%)")
+        print(
+            f"{key:28s} measured {measured[key]:8.3f}   target {target[key]:8.3f}   "
+            f"({100 * (measured[key] / target[key] - 1):+.1f}%)"
+        )
     return 0
 
 
@@ -110,8 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("path").add_argument("name")
     args = parser.parse_args(argv)
     definitions = datasets.load_definitions()
-    handler = {"generate": cmd_generate, "verify": cmd_generate, "describe": cmd_describe,
-               "calibrate": cmd_calibrate, "path": cmd_path}[args.command]
+    handler = {
+        "generate": cmd_generate,
+        "verify": cmd_generate,
+        "describe": cmd_describe,
+        "calibrate": cmd_calibrate,
+        "path": cmd_path,
+    }[args.command]
     try:
         return handler(args, definitions)
     except datasets.DatasetError as error:

@@ -1,30 +1,30 @@
-#!/usr/bin/env python
-"""Render the report from the tracked results: Markdown, PNG plots, and the same content as JSON.
+"""Render the report from the tracked RunRecords: Markdown, PNG plots, and the same content as JSON.
 
-    python scripts/report.py                                  # latest commit of the latest machine
-    python scripts/report.py --machine h200 --commit abcd1234 --out docs/report
+    python -m scripts.report                                  # latest commit of the latest machine
+    python -m scripts.report --machine h200 --commit abcd1234 --out docs/report
 
 Writes report.md, report.json and the plots into --out (default docs/report). Sections whose data is
-missing (no GPU samples in CPU runs, one variant, one GPU count) say so instead of failing.
+missing (no GPU samples in CPU runs, one variant, one GPU count) say so instead of failing. The cohort
+table (--samples, --gpus-per-node, --nodes) is projected from the same cost model.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import json
 import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/project.py, beside this file
-from project import ROOT, add_common_arguments, load_projections, series_key  # noqa: E402
-
-from benchmarks.harness import projection as P  # noqa: E402
-from benchmarks.harness import plots  # noqa: E402
-from benchmarks.harness import reporting as R  # noqa: E402
-from vnp.atomic import atomic_write  # noqa: E402
-from vnp.errors import InputError, VnpError  # noqa: E402
+from analysis import advice, plots, sections
+from analysis import markdown as M
+from analysis.fmt import fmt_bytes
+from analysis.history import history_section, read_asv_results
+from analysis.output import atomic_write
+from analysis.projection import projection_document, series_key
+from analysis.record import Record, load_records
+from scripts import options
 
 REPORT_SCHEMA = "vnp-report/1"
 SCALE_RANK = {"full": 3, "gpu": 2, "ci": 1}
@@ -40,73 +40,68 @@ PLOTS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_arguments(parser)
+    options.add_arguments(parser)
     parser.add_argument("--tool", help="the harness target: vnp or cli (default: vnp if measured)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "report", help="output folder")
+    parser.add_argument("--out", type=Path, default=options.ROOT / "docs" / "report", help="output folder")
     return parser.parse_args(argv)
 
 
-def choose_group(groups: list[dict], args: argparse.Namespace) -> dict:
+def choose_group(groups: list[dict], machine: str | None, tool: str | None, commit: str | None) -> dict:
     """The group the report is about: the asked-for one, else the newest commit of the largest scale."""
     candidates = [
         g
         for g in groups
-        if (not args.machine or g["machine"] == args.machine)
-        and (not args.tool or g["target"] == args.tool)
-        and (not args.commit or g["commit"].startswith(args.commit[:8]))
+        if (not machine or g["machine"] == machine)
+        and (not tool or g["target"] == tool)
+        and (not commit or g["commit"].startswith(commit[:8]))
     ]
     if not candidates:
-        raise InputError("no projection matches --machine/--tool/--commit")
+        raise ValueError("no projection matches --machine/--tool/--commit")
     return max(
-        candidates,
-        key=lambda g: (g["target"] == "vnp", SCALE_RANK.get(g["scale"], 0), g["date"], g["started_at"]),
+        candidates, key=lambda g: (g["target"] == "vnp", SCALE_RANK.get(g["scale"], 0), g["date"], g["started_at"])
     )
 
 
-def group_records(results: Path, group: dict) -> list[dict]:
+def group_records(records: list[Record], group: dict) -> list[Record]:
     """The chosen group's successful, complete runs of every variant (the variants section needs them)."""
-    records, _ = P.load_records(results)
-    selected = []
-    for _, record in records:
-        h = record["harness"]
-        chunk_size = h.get("model_type") or ((record.get("run") or {}).get("config") or {}).get("chunk_size")
-        same = (h.get("machine"), str(h.get("commit"))[:8], h.get("target") or "vnp", h.get("scale") or "unknown") == (
-            group["machine"], group["commit"], group["target"], group["scale"]
-        ) and chunk_size in (group["chunk_size"], None)
-        ok = h.get("exit_code", 0) == 0 and h.get("validated") is not False and not h.get("resumed")
-        if same and ok:
-            selected.append(record)
-    return selected
+    key = (group["machine"], group["commit"], group["target"], group["scale"])
+    return [
+        r
+        for r in records
+        if (r.machine, r.commit, r.target, r.scale) == key
+        and r.chunk_size in (group["chunk_size"], None)
+        and r.exit_code == 0
+        and r.validated is not False
+        and not r.resumed
+    ]
 
 
-def hardware(records: list[dict]) -> dict:
-    gpus = [gpu for r in records for gpu in ((r.get("run") or {}).get("host") or {}).get("gpus") or []]
-    if not gpus:
+def hardware(records: list[Record]) -> dict:
+    by_index = {gpu.get("index"): gpu for r in records for gpu in (r.run.get("host") or {}).get("gpus") or []}
+    if not by_index:
         return {"description": None, "gpus": []}
-    by_index = {gpu.get("index"): gpu for gpu in gpus}
-    names = Counter(f"{gpu.get('name')} ({R.fmt_bytes(gpu.get('total_bytes'))})" for gpu in by_index.values())
+    names = Counter(f"{gpu.get('name')} ({fmt_bytes(gpu.get('total_bytes'))})" for gpu in by_index.values())
     return {"description": ", ".join(f"{n} × {name}" for name, n in names.items()), "gpus": list(by_index.values())}
 
 
-def build_report(args: argparse.Namespace) -> dict:
-    history_args = copy.copy(args)
-    history_args.commit = None  # every commit, for the history section
-    document = load_projections(history_args)
-    group = choose_group(document["groups"], args)
-    records = group_records(args.results, group)
-    runs = [r for r in records if str(r["harness"].get("variant") or "default") == group["variant"]]
-    reference = R.reference_record(runs)
-    sections = {
-        "stage_breakdown": R.stage_breakdown_section(runs),
-        "memory_timeline": R.memory_timeline_section(reference),
-        "peak_memory": R.peak_memory_section(reference),
-        "variants": R.variants_section(records),
-        "scaling": R.scaling_section(runs),
-        "throughput": R.throughput_section(runs),
-        "utilisation": R.utilisation_section(reference),
-        "token_budget": R.token_budget_section(runs),
+def build_report(query, machine: str | None = None, tool: str | None = None) -> dict:
+    document = projection_document(dataclasses.replace(query, commit=None))  # every commit, for the history
+    group = choose_group(document["groups"], machine, tool, query.commit)
+    records = group_records(load_records(query.records)[0], group)
+    runs = [r for r in records if r.variant == group["variant"]]
+    reference = sections.reference_record(runs)
+    content = {
+        "stage_breakdown": sections.stage_breakdown_section(runs),
+        "memory_timeline": sections.memory_timeline_section(reference),
+        "peak_memory": sections.peak_memory_section(reference),
+        "variants": sections.variants_section(records),
+        "scaling": sections.scaling_section(runs),
+        "throughput": sections.throughput_section(runs),
+        "utilisation": sections.utilisation_section(reference),
+        "token_budget": advice.token_budget_section(runs),
     }
     series = [g for g in document["groups"] if series_key(g) == series_key(group)]
+    asv = read_asv_results(query.results) if query.results else {}
     return {
         "schema": REPORT_SCHEMA,
         "machine": group["machine"],
@@ -117,14 +112,15 @@ def build_report(args: argparse.Namespace) -> dict:
         "target_hours": document["target_hours"],
         "gpu_counts": document["gpu_counts"],
         "hardware": hardware(runs),
-        "synthetic_weights": any((r.get("run") or {}).get("synthetic_weights") for r in runs),
+        "synthetic_weights": any(r.run.get("synthetic_weights") for r in runs),
         "projection": group,
-        "projection_markdown": R.projection_markdown(group, group["composition"]),
-        "bottleneck": R.bottleneck_section(
-            group["projection"], group["fit"], sections["variants"], sections["utilisation"], runs
+        "projection_markdown": M.projection_markdown(group, group["composition"]),
+        "cohort": group.get("cohort"),
+        "bottleneck": advice.bottleneck_section(
+            group["projection"], group["fit"], content["variants"], content["utilisation"], runs
         ),
-        **sections,
-        "history": R.history_section(series, R.read_asv_results(args.results), group["machine"], _history_gpus(group)),
+        **content,
+        "history": history_section(series, asv, group["machine"], _history_gpus(group)),
         "skipped": document["skipped"],
     }
 
@@ -146,16 +142,16 @@ def write_report(report: dict, out: Path) -> None:
     with atomic_write(out / "report.json") as handle:
         json.dump(report, handle, indent=1)
     with atomic_write(out / "report.md") as handle:
-        handle.write(R.render_markdown(report))
+        handle.write(M.render_markdown(report))
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        report = build_report(args)
-    except (VnpError, ValueError) as err:
+        report = build_report(options.query(args), args.machine, args.tool)
+    except ValueError as err:
         print(f"report: {err}", file=sys.stderr)
-        return getattr(err, "exit_code", 2)
+        return 2
     write_report(report, args.out)
     print(f"report: {args.out / 'report.md'} ({report['machine']}, commit {report['commit']}, scale {report['scale']})")
     return 0

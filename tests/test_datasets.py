@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from Bio.SeqIO.FastaIO import SimpleFastaParser
 
-from benchmarks.harness import datasets
+from benchmarks.harness import counting, datasets, original
 
 REPO = Path(__file__).resolve().parents[1]
 DEFINITIONS = datasets.load_definitions()
@@ -89,20 +90,60 @@ def test_cached_files_match_their_definition(cache, name):
     dataset = datasets.get(name)
     assert dataset.path.parent == cache
     assert datasets.sha256_file(dataset.path) == DEFINITIONS["datasets"][name]["sha256"]
-    counted = datasets.count_composition(dataset.path, dataset.model_type, rules="original")
-    assert {k: counted[k] for k in KEYS - {"dnabert_tokens"}} == \
-           {k: dataset.composition[k] for k in KEYS - {"dnabert_tokens"}}
+    counted = datasets.count_composition(dataset.path, dataset.model_type)
+    assert {k: counted[k] for k in KEYS - {"dnabert_tokens"}} == {
+        k: dataset.composition[k] for k in KEYS - {"dnabert_tokens"}
+    }
 
 
-def test_pipeline_and_original_rules_agree_on_awkward_input(golden_dir):
-    """IUPAC codes, lowercase, multi-line records, descriptions: vnp.preprocess and original.py count alike."""
-    pytest.importorskip("vnp.preprocess")
-    for name, chunk in (("reads.fa", 300), ("contigs.fa", 500), ("contigs300.fa", 300)):
-        path = golden_dir / "generated" / name
-        pipeline = datasets.count_composition(path, chunk)
-        original = datasets.count_composition(path, chunk, rules="original")
-        assert {k: pipeline[k] for k in KEYS - {"dnabert_tokens"}} == \
-               {k: original[k] for k in KEYS - {"dnabert_tokens"}}, name
+def plain_original_counts(path, chunk_size):
+    """The counts, one record, chunk and frame at a time with original.py: the statement of the rules."""
+    counts = dict.fromkeys(KEYS - {"dnabert_tokens"}, 0)
+    with open(path) as handle:
+        for title, sequence in SimpleFastaParser(handle):
+            chunks = original.split_record(title.split(None, 1)[0], sequence, chunk_size)
+            frames = [frame for chunk_id, chunk in chunks for frame in original.identify_frames(chunk_id, chunk)]
+            counts["reads"] += 1
+            counts["bases"] += len(sequence)
+            counts["chunks"] += len(chunks)
+            counts["chunks_with_frame"] += len({frame_id[:-2] for frame_id, _, _ in frames})
+            counts["frames"] += len(frames)
+            counts["esm_tokens"] += sum(min(len(protein) + 2, 1024) for _, _, protein in frames)
+    return counts
+
+
+def test_vectorised_counts_equal_the_plain_original_rules_on_awkward_input(golden_dir, tmp_path):
+    """IUPAC codes, lowercase, multi-line records, descriptions, reads shorter than a codon, long contigs."""
+    rng = np.random.default_rng(11)
+    alphabet = np.frombuffer(b"ACGTACGTACGTacgtNRYKM*", dtype=np.uint8)
+    records = [bytes(alphabet[rng.integers(0, alphabet.size, int(n))]).decode() for n in rng.integers(1, 1400, 400)]
+    awkward = tmp_path / "awkward.fa"
+    awkward.write_text("".join(f">r{i} some description\n{seq[:70]}\n{seq[70:]}\n" for i, seq in enumerate(records)))
+    shorter_than_a_codon = tmp_path / "short.fa"
+    shorter_than_a_codon.write_text(">a\nA\n>b\nGC\n")
+    cases = [
+        (golden_dir / "generated" / "reads.fa", 300),
+        (golden_dir / "generated" / "contigs.fa", 500),
+        (golden_dir / "generated" / "contigs300.fa", 300),
+        (awkward, 300),
+        (awkward, 500),
+        (shorter_than_a_codon, 300),
+    ]
+    for path, chunk in cases:
+        counted = datasets.count_composition(path, chunk)
+        assert {k: counted[k] for k in KEYS - {"dnabert_tokens"}} == plain_original_counts(path, chunk), path.name
+        assert counted["dnabert_tokens_estimated"] is True
+
+
+def test_a_large_file_is_counted_in_parallel_to_the_same_numbers(tmp_path, monkeypatch):
+    """Split at record boundaries, in blocks smaller than a record: every split gives the serial counts."""
+    path = generate_reads(tmp_path, 3000, seed=8)
+    serial = counting.count_file(path, 300, workers=1)
+    monkeypatch.setattr(counting, "BLOCK_BYTES", 100)  # blocks cut inside records, and records span blocks
+    assert counting.count_file(path, 300, workers=1) == serial
+    assert counting.count_file(path, 300, workers=3) == serial
+    assert len(counting.split_ranges(path, 3)) == 3
+    assert all(path.read_bytes()[start : start + 1] == b">" for start, _ in counting.split_ranges(path, 3))
 
 
 def test_a_changed_file_is_refused_and_removed(cache):
@@ -120,7 +161,10 @@ def test_user_file_replaces_every_dataset(cache, tmp_path, monkeypatch):
     dataset = datasets.get("large")
     assert dataset.path == sample.resolve() and dataset.name == "user-sample"
     assert dataset.composition["reads"] == 200 and dataset.composition["frames"] > 0
-    assert list((cache / "compositions").glob("*.json"))  # counted once, then cached
+    cached = list((cache / "compositions").glob("*.json"))  # counted once, then cached under the file's sha256
+    assert [p.name.split("-")[0] for p in cached] == [datasets.sha256_file(sample)]
+    cached[0].write_text(json.dumps({**dataset.composition, "frames": 1}))
+    assert datasets.get("large").composition["frames"] == 1  # read back, not recounted
 
 
 def test_unknown_dataset_is_a_clear_error(cache):
@@ -129,8 +173,11 @@ def test_unknown_dataset_is_a_clear_error(cache):
 
 
 def test_make_data_cli(cache):
-    run = lambda *args: subprocess.run([sys.executable, str(REPO / "scripts" / "make_data.py"), *args],
-                                       capture_output=True, text=True, cwd=REPO)
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "scripts.make_data", *args], capture_output=True, text=True, cwd=REPO
+        )
+
     verified = run("verify", "tiny", "tiny_contigs")
     assert verified.returncode == 0, verified.stderr
     assert "tiny_contigs" in verified.stdout

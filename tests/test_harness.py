@@ -1,10 +1,12 @@
 """The harness: command lines, run records, validation, samplers, resume, limits, and both targets."""
 
+import ast
 import dataclasses
-import importlib.util
+import importlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -336,13 +338,35 @@ def test_the_real_pipeline_through_both_targets(bench_env, monkeypatch, via):
     assert summary["peak_gpu_bytes_nvml"] is None or host.gpu_count() > 0
 
 
-# -- scripts/requirement.py ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_validation_catches_a_pipeline_that_consistently_drops_a_frame_kind(bench_env, monkeypatch, tmp_path):
+    """A copy of vnp that never keeps R3 frames: its outputs and its run.json agree with each other, so only
+    counts the harness makes itself (not the pipeline's) can catch it. Both this process and the pipeline
+    see the copy first on their path, as asv's environment would hold the commit under test."""
+    pytest.importorskip("vnp.predict")
+    mutant = tmp_path / "mutant"
+    shutil.copytree(REPO / "src" / "vnp", mutant / "vnp", ignore=shutil.ignore_patterns("__pycache__"))
+    translate = mutant / "vnp" / "translate.py"
+    kept = "np.nonzero((residues > 0) & (stops == 0))"
+    assert kept in translate.read_text()
+    translate.write_text(translate.read_text().replace(kept, kept[:-1] + " & (np.arange(6) != 5))"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(mutant), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(mutant))
+    for name in [name for name in sys.modules if name == "vnp" or name.startswith("vnp.")]:
+        monkeypatch.delitem(sys.modules, name)
+    sample = tmp_path / "sample.fa"
+    datasets.generate("sample", {"kind": "reads", "reads": 150, "seed": 77, "model_type": 300},
+                      datasets.load_definitions(), sample)
+    monkeypatch.setenv("VNP_BENCH_DATA", str(sample))
+    monkeypatch.delenv("VNP_BENCH_COMMAND")
+    with pytest.raises(runs.RunFailed, match=r"run.json input.frames: \d+, expected"):
+        runs.execute(runs.RunSpec.make("end_to_end", "typical"), CI)
+
+
+# -- python -m scripts.requirement ---------------------------------------------------------------------
 
 def _requirement_script():
-    spec = importlib.util.spec_from_file_location("script_requirement", REPO / "scripts" / "requirement.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("scripts.requirement")
 
 
 def test_requirement_script_records_a_validated_run_and_says_where(bench_env, capsys):
@@ -363,3 +387,14 @@ def test_requirement_script_exit_codes(bench_env, capsys, monkeypatch):
     said = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[vnp-bench]")]
     assert len(said) == 3 and all(line.startswith("requirement: ") for line in said)
     assert "cannot run here" in said[0] and "rows: 224, expected 225" in said[2]
+
+
+def test_the_harness_never_imports_the_pipeline():
+    """asv installs old commits of vnp but runs today's harness, and validation must not trust vnp's counts."""
+    imports = []
+    for path in sorted((REPO / "benchmarks" / "harness").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            imports += [f"{path.relative_to(REPO)}: {n}" for n in names if n == "vnp" or n.startswith("vnp.")]
+    assert imports == []

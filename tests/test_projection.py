@@ -3,185 +3,41 @@
 import dataclasses
 import json
 import math
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
+from synthetic_runs import (
+    STARTUP_SECONDS,
+    TRUTH,
+    composition,
+    from_pairs,
+    observations,
+    synthetic_record,
+    true_seconds,
+    true_total,
+)
 
-from benchmarks.harness import projection as P
-
-# The truth the synthetic runs are generated from: stage -> (fixed s, s per work unit on 1 GPU, Amdahl
-# parallel fraction). Work units follow projection.stage_kind (bases, DNABERT/ESM tokens, frames, chunks).
-TRUTH = {
-    "preprocess": (0.5, 2e-6, 0.0),
-    "dnabert": (1.0, 1e-5, 0.9),
-    "esm2": (2.0, 1e-4, 0.95),
-    "classify": (0.2, 1e-4, 1.0),
-    "write": (0.1, 1e-5, 0.0),
-    "consensus": (0.05, 2e-5, 0.0),
-}
-STARTUP_SECONDS = 7.0
-GPU_STAGES = ("dnabert", "esm2", "classify")
-T0 = 1_764_340_000.0
-GIB = 2**30
-
-
-def composition(reads):
-    frames = 0.8 * reads
-    return {
-        "reads": reads,
-        "bases": 150.0 * reads,
-        "chunks": float(reads),
-        "chunks_with_frame": 0.6 * reads,
-        "frames": frames,
-        "dnabert_tokens": 33.0 * frames,
-        "esm_tokens": 51.0 * frames,
-    }
-
-
-def true_seconds(stage, comp, gpus, truth=TRUTH):
-    fixed, rate, parallel_fraction = truth[stage]
-    unit, parallel = P.stage_kind(stage)
-    factor = (1 - parallel_fraction) + parallel_fraction / gpus if parallel else 1.0
-    return fixed + rate * factor * comp[unit]
-
-
-def true_total(comp, gpus, truth=TRUTH):
-    return STARTUP_SECONDS + sum(true_seconds(stage, comp, gpus, truth) for stage in truth)
-
-
-def synthetic_record(
-    dataset="typical",
-    reads=1000,
-    gpus=1,
-    repeat=0,
-    factor=1.0,
-    variant="all",
-    machine="m1",
-    commit="abcdef1234567890",
-    suite="end_to_end",
-    scale="gpu",
-    truth=TRUTH,
-    comp=None,
-    samples=True,
-    start=T0,
-    peak_per_token=1000,
-    static_bytes=8 * GIB,
-    token_budget=16384,
-):
-    """A vnp-runrecord/1 dict whose stage times follow ``truth`` (times ``factor``), with sampler columns."""
-    comp = comp or composition(reads)
-    t = start + STARTUP_SECONDS * factor
-    stages = []
-    for name in truth:
-        seconds = true_seconds(name, comp, gpus, truth) * factor
-        unit, parallel = P.stage_kind(name)
-        devices = []
-        if parallel:
-            devices = [
-                {
-                    "device": f"cuda:{g}",
-                    "seconds": seconds,
-                    "items": comp["frames"] / gpus,
-                    "tokens": comp[unit] / gpus,
-                    "padding_tokens": 0,
-                    "batches": 3,
-                    "peak_allocated_bytes": static_bytes + peak_per_token * token_budget,
-                    "peak_reserved_bytes": static_bytes + 2 * peak_per_token * token_budget,
-                    "oom_backoffs": 0,
-                    "intervals": [[t, t + seconds]],
-                }
-                for g in range(gpus)
-            ]
-        stages.append(
-            {"name": name, "start": t, "end": t + seconds, "seconds": seconds, "items": comp["frames"],
-             "tokens": comp[unit] if unit.endswith("tokens") else None, "devices": devices}
-        )
-        t += seconds
-    wall = t - start
-    run = {
-        "schema": "vnp-run/1",
-        "tool": {"name": "vnp", "version": "0.1.0", "commit": commit},
-        "host": {"gpus": [{"index": g, "name": "Test GPU", "total_bytes": 80 * GIB} for g in range(gpus)]},
-        "config": {"chunk_size": 300, "model_size": "full", "precision": "bf16", "attention": "sdpa",
-                   "packing": True, "persistent_models": True,
-                   "token_budget": {"dnabert": token_budget, "esm2": token_budget}},
-        "synthetic_weights": True,
-        "input": comp,
-        "output": {"frames": comp["frames"], "consensus_rows": comp["chunks_with_frame"]},
-        "stages": stages,
-        "workers": [{"device": f"cuda:{g}", "model_load_seconds": {"esm2": 3.0, "dnabert": 0.5}} for g in range(gpus)],
-        "model_load_seconds": 3.5,
-        "started_at": start,
-        "ended_at": t,
-        "wall_seconds": wall,
-        "exit": {"status": "ok", "code": 0, "error": None},
-    }
-    nvml = {"t": [], "gpu": [], "mem_used_bytes": [], "util_percent": [], "power_w": []}
-    host = {"t": [], "rss_bytes": [], "cpu_percent": []}
-    gpu_span = (stages[1]["start"], stages[3]["end"])
-    if samples:
-        steps = 40
-        for i in range(steps + 1):
-            now = start + wall * i / steps
-            busy = gpu_span[0] <= now <= gpu_span[1]
-            for g in range(gpus):
-                nvml["t"].append(now)
-                nvml["gpu"].append(g)
-                nvml["mem_used_bytes"].append(static_bytes + (peak_per_token * token_budget if busy else 0))
-                nvml["util_percent"].append(90.0 if busy else 5.0)
-                nvml["power_w"].append(500.0 if busy else 80.0)
-            host["t"].append(now)
-            host["rss_bytes"].append(2 * GIB)
-            host["cpu_percent"].append(100.0)
-    peaks = [
-        {"stage": s["name"], "gpu": int(d["device"].split(":")[1]), "nvml_peak_bytes": static_bytes + peak_per_token * token_budget,
-         "torch_peak_allocated_bytes": d["peak_allocated_bytes"], "torch_peak_reserved_bytes": d["peak_reserved_bytes"],
-         "host_peak_rss_bytes": 2 * GIB}
-        for s in stages for d in s["devices"]
-    ]
-    return {
-        "schema": "vnp-runrecord/1",
-        "harness": {"target": "vnp", "suite": suite, "dataset": dataset, "scale": scale, "gpus": gpus,
-                    "variant": variant, "repeat": repeat, "machine": machine, "commit": commit,
-                    "argv": ["vnp", "predict"], "started_at": start, "ended_at": t, "wall_seconds": wall,
-                    "exit_code": 0, "validated": True, "records_in": comp["frames"], "records_out": comp["frames"],
-                    "resumed": False, "sampler_interval_s": 0.1},
-        "run": run,
-        "samples": {"nvml": nvml, "host": host},
-        "stage_peaks": peaks,
-    }
-
-
-def observations(specs, **kwargs):
-    """Observations of synthetic runs: specs are (dataset, reads, gpus[, repeat, factor])."""
-    records = []
-    for spec in specs:
-        dataset, reads, gpus, repeat, factor = (*spec, *(None, None, None, 0, 1.0)[len(spec):])
-        records.append((f"{dataset}-{gpus}-{repeat}", synthetic_record(dataset, reads, gpus, repeat, factor, **kwargs)))
-    obs, skipped = P.observations_from_records(records)
-    assert not skipped
-    return obs
-
-
-def amdahl_rate(stage, gpus):
-    _, rate, parallel_fraction = TRUTH[stage]
-    return rate * ((1 - parallel_fraction) + parallel_fraction / gpus)
-
+from analysis import costmodel as C
+from analysis import projection as P
+from analysis.record import RUN_SCHEMA, SCHEMA, STARTUP, WORK_UNITS, Record, gpu_index, load_records
 
 # --- fitting ------------------------------------------------------------------------------------------
 
 
 def test_two_sizes_one_gpu_count_recovers_fixed_and_marginal_exactly():
-    model = P.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
+    model = C.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
     for stage, (fixed, rate, _) in TRUTH.items():
         fit = model.stages[stage]
         assert fit.fixed == pytest.approx(fixed, rel=1e-6, abs=1e-9)
         assert fit.marginal_at(1) == pytest.approx(rate, rel=1e-6)
-    assert model.stages[P.STARTUP].fixed == pytest.approx(STARTUP_SECONDS)
+    assert model.stages[STARTUP].fixed == pytest.approx(STARTUP_SECONDS)
 
 
 def test_two_gpu_counts_fit_amdahl_and_extrapolate_exactly():
     obs = observations([("typical", 1000, 1), ("large", 10000, 1), ("typical", 1000, 2), ("large", 10000, 2)])
-    model = P.fit_cost_model(obs)
+    model = C.fit_cost_model(obs)
     full = composition(6_000_000)
     for gpus in (1, 2, 4, 8):
         assert model.total_seconds(full, gpus) == pytest.approx(true_total(full, gpus), rel=1e-6)
@@ -191,7 +47,7 @@ def test_two_gpu_counts_fit_amdahl_and_extrapolate_exactly():
 
 
 def test_single_gpu_count_assumes_ideal_scaling_and_says_so():
-    model = P.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
+    model = C.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
     esm = model.stages["esm2"]
     assert esm.marginal_at(4) == pytest.approx(esm.marginal_at(1) / 4)
     assert model.stages["preprocess"].marginal_at(4) == model.stages["preprocess"].marginal_at(1)
@@ -201,14 +57,14 @@ def test_single_gpu_count_assumes_ideal_scaling_and_says_so():
 
 def test_one_dataset_falls_back_to_proportional_and_flags_it():
     comp = composition(1000)
-    model = P.fit_cost_model(observations([("typical", 1000, 1, 0), ("typical", 1000, 1, 1)]))
+    model = C.fit_cost_model(observations([("typical", 1000, 1, 0), ("typical", 1000, 1, 1)]))
     esm = model.stages["esm2"]
     assert esm.fixed == 0
     assert esm.marginal_at(1) == pytest.approx(true_seconds("esm2", comp, 1) / comp["esm_tokens"])
     assert any("proportional" in flag for flag in esm.flags)
     # start-up is outside every stage: fixed by construction, never scaled with the work
-    assert model.stages[P.STARTUP].fixed == pytest.approx(STARTUP_SECONDS)
-    assert model.stages[P.STARTUP].marginal_at(1) == 0
+    assert model.stages[STARTUP].fixed == pytest.approx(STARTUP_SECONDS)
+    assert model.stages[STARTUP].marginal_at(1) == 0
 
 
 def test_stage_with_zero_work_is_fixed_cost_only():
@@ -219,7 +75,7 @@ def test_stage_with_zero_work_is_fixed_cost_only():
     obs = observations([("typical", 1000, 1)], comp=no_calls(1000)) + observations(
         [("large", 10000, 1)], comp=no_calls(10000)
     )
-    fit = P.fit_cost_model(obs).stages["consensus"]
+    fit = C.fit_cost_model(obs).stages["consensus"]
     assert fit.fixed == pytest.approx(TRUTH["consensus"][0])
     assert fit.seconds(0.0, 1) == pytest.approx(TRUTH["consensus"][0])
     assert any("no work measured" in flag for flag in fit.flags)
@@ -227,7 +83,7 @@ def test_stage_with_zero_work_is_fixed_cost_only():
 
 def test_zero_work_on_one_gpu_count_leaves_that_rate_to_amdahl():
     # (0 work, 2 GPUs) informs only the fixed part; 2 GPUs is then extrapolated, never divided by zero
-    fit = P.fit_stage("esm2", [(0.0, 2, 2.0), (1e4, 1, 3.0), (1e5, 1, 12.0)])
+    fit = C.fit_stage("esm2", [(0.0, 2, 2.0), (1e4, 1, 3.0), (1e5, 1, 12.0)])
     assert fit.fixed == pytest.approx(2.0)
     assert fit.marginal == {1: pytest.approx(1e-4)}
     assert fit.extrapolated(2) and fit.marginal_at(2) == pytest.approx(0.5e-4)
@@ -235,22 +91,25 @@ def test_zero_work_on_one_gpu_count_leaves_that_rate_to_amdahl():
 
 def test_negative_fits_are_clamped_to_zero():
     # times that shrink with more work would fit a negative rate; costs are never negative
-    fit = P.fit_stage("write", [(100.0, 1, 2.0), (1000.0, 1, 1.0)])
+    fit = C.fit_stage("write", [(100.0, 1, 2.0), (1000.0, 1, 1.0)])
     assert fit.marginal_at(1) == 0 and fit.fixed == pytest.approx(1.5)
     assert any("negative" in flag for flag in fit.flags)
 
 
 def test_amdahl_never_gives_negative_rates_for_superlinear_measurements():
-    fit = P.fit_stage("esm2", [(1e4, 1, 1.0), (1e5, 1, 10.0), (1e4, 2, 0.4), (1e5, 2, 4.0)])
+    fit = C.fit_stage("esm2", [(1e4, 1, 1.0), (1e5, 1, 10.0), (1e4, 2, 0.4), (1e5, 2, 4.0)])
     assert fit.serial == 0
     assert fit.marginal_at(8) > 0
 
 
 def test_interval_comes_from_the_fastest_and_slowest_repeats():
-    specs = [(name, reads, 1, r, f) for name, reads in (("typical", 1000), ("large", 10000))
-             for r, f in enumerate((0.9, 1.0, 1.1))]
+    specs = [
+        (name, reads, 1, r, f)
+        for name, reads in (("typical", 1000), ("large", 10000))
+        for r, f in enumerate((0.9, 1.0, 1.1))
+    ]
     full = composition(6_000_000)
-    result = P.project(P.fit_envelope(observations(specs)), full, (1,), 10.0)
+    result = C.project(C.fit_envelope(observations(specs)), full, (1,), 10.0)
     row = result["rows"][0]
     truth = true_total(full, 1) / 3600
     assert row["total_hours"] == pytest.approx(truth, rel=1e-6)
@@ -264,11 +123,11 @@ def test_interval_comes_from_the_fastest_and_slowest_repeats():
 def test_projection_rows_pass_fail_fewest_gpus_and_max_reads():
     obs = observations([("typical", 1000, 1), ("large", 10000, 1), ("typical", 1000, 2), ("large", 10000, 2)])
     full = composition(6_000_000)
-    hours = {g: true_total(full, g) / 3600 for g in P.GPU_COUNTS}
+    hours = {g: true_total(full, g) / 3600 for g in C.GPU_COUNTS}
     target = (hours[2] + hours[4]) / 2  # between the 2- and 4-GPU projections: 4 is the fewest that meet it
-    result = P.project(P.fit_envelope(obs), full, P.GPU_COUNTS, target)
+    result = C.project(C.fit_envelope(obs), full, C.GPU_COUNTS, target)
     rows = {row["gpus"]: row for row in result["rows"]}
-    assert [rows[g]["meets_target"] for g in P.GPU_COUNTS] == [False, False, True, True]
+    assert [rows[g]["meets_target"] for g in C.GPU_COUNTS] == [False, False, True, True]
     assert result["fewest_gpus_meeting_target"] == 4 and result["fewest_gpus_extrapolated"] is True
     assert rows[2]["scaling_efficiency"] == pytest.approx(hours[1] / (2 * hours[2]), rel=1e-6)
     for gpus, row in rows.items():
@@ -280,8 +139,36 @@ def test_projection_rows_pass_fail_fewest_gpus_and_max_reads():
 
 
 def test_max_reads_is_zero_when_fixed_costs_exceed_the_target():
-    model = P.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
-    assert P.max_reads_within(model, composition(1000), 1, seconds=1.0) == 0
+    model = C.fit_cost_model(observations([("typical", 1000, 1), ("large", 10000, 1)]))
+    assert C.max_reads_within(model, composition(1000), 1, seconds=1.0) == 0
+
+
+def test_nonnegative_fit_is_the_exact_optimum():
+    """Dropping the most negative coefficient and refitting can stop short of the best non-negative fit."""
+    rows = [[3.0, 2.0, 3.0], [0.0, 0.0, 0.0], [1.0, 0.0, 1.0], [1.0, 2.0, 0.0]]
+    y = np.array([2.0, 5.0, 5.0, 1.0])
+    coef, clamped = C._nonnegative_lstsq([np.array(column) for column in zip(*rows, strict=True)], y)
+    assert coef == pytest.approx([1.0, 0.0, 0.1], abs=1e-9)
+    assert clamped == [1]  # held at 0 where an unconstrained fit goes negative
+
+
+def test_a_cohort_runs_its_samples_node_by_node():
+    """10 full samples on up to 4 nodes of 2 GPUs: 10, 5 then 3 samples per node, each a whole sample time."""
+    envelope = C.fit_envelope(observations([("typical", 1000, 1), ("large", 10000, 1), ("large", 10000, 2)]))
+    full = composition(6_000_000)
+    cohort = C.project_cohort(envelope, full, samples=10, gpus_per_node=2, nodes=4)
+    sample_hours = true_total(full, 2) / 3600
+    assert cohort["projected"] and not cohort["extrapolated"]
+    assert [(r["nodes"], r["gpus"], r["samples_per_node"]) for r in cohort["rows"]] == [
+        (1, 2, 10),
+        (2, 4, 5),
+        (4, 8, 3),
+    ]
+    assert cohort["rows"][-1]["hours"] == pytest.approx(3 * sample_hours, rel=1e-6)
+    assert all(r["node_hours"] == pytest.approx(10 * sample_hours, rel=1e-6) for r in cohort["rows"])
+    assert C.node_counts(6) == [1, 2, 4, 6] and C.node_counts(1) == [1]
+    with pytest.raises(ValueError):
+        C.project_cohort(envelope, full, samples=0, gpus_per_node=2, nodes=4)
 
 
 def test_projected_hours_for_the_suites_matches_the_truth():
@@ -300,7 +187,7 @@ def test_typical_to_large_check_reports_the_proportional_models_error():
     small, large = composition(1000), composition(10000)
     # fitted on typical alone: stages proportional to work, start-up fixed
     predicted = STARTUP_SECONDS + sum(
-        true_seconds(s, small, 1) * large[P.stage_kind(s)[0]] / small[P.stage_kind(s)[0]] for s in TRUTH
+        true_seconds(s, small, 1) * large[C.stage_kind(s)[0]] / small[C.stage_kind(s)[0]] for s in TRUTH
     )
     measured = true_total(large, 1)
     assert check["available"]
@@ -320,27 +207,35 @@ def test_check_is_exact_without_fixed_stage_costs_and_warns_when_far_off():
 
 def test_check_predicts_gpu_counts_the_source_never_ran_and_flags_them():
     # typical at 1 and 2 GPUs (Amdahl fitted exactly), large only at 4: a test of the extrapolation itself
-    obs = observations([("typical", 1000, 1), ("typical", 10000, 1), ("typical", 1000, 2), ("typical", 10000, 2),
-                        ("large", 50000, 4)])
+    obs = observations(
+        [("typical", 1000, 1), ("typical", 10000, 1), ("typical", 1000, 2), ("typical", 10000, 2), ("large", 50000, 4)]
+    )
     check = P.check_prediction(obs)
     assert check["available"] and [r["gpus"] for r in check["per_gpus"]] == [4]
     row = check["per_gpus"][0]
     assert row["extrapolated"] and row["error"] == pytest.approx(0, abs=1e-6)
-    slow = observations([("typical", 1000, 1), ("typical", 10000, 1), ("typical", 1000, 2), ("typical", 10000, 2),
-                         ("large", 50000, 4, 0, 1.5)])  # the 4-GPU run 1.5x slower than Amdahl says
+    slow = observations(
+        [
+            ("typical", 1000, 1),
+            ("typical", 10000, 1),
+            ("typical", 1000, 2),
+            ("typical", 10000, 2),
+            ("large", 50000, 4, 0, 1.5),
+        ]
+    )  # the 4-GPU run 1.5x slower than Amdahl says
     assert P.check_prediction(slow)["warning"]
 
 
 def test_runs_of_the_projected_sample_are_set_against_every_groups_projection():
     fitted = observations([("typical", 1000, 1), ("large", 10000, 1)])
     sample = composition(200_000)
-    later, _ = P.observations_from_records([("s", synthetic_record("full", 200_000, 4, factor=1.2, commit="fedcba9876543210"))])
+    later, _ = from_pairs([("s", synthetic_record("full", 200_000, 4, factor=1.2, commit="fedcba9876543210"))])
     groups = P.project_results(fitted + later, sample, "test", (1, 4))
     by_commit = {g["commit"]: g for g in groups}
     rows = by_commit["abcdef12"]["measured_sample"]
     assert len(rows) == 1 and rows[0]["commit"] == "fedcba98" and not rows[0]["in_fit"] and rows[0]["extrapolated"]
     # ideal scaling assumed from the 1-GPU fit; the run took 1.2x its true time
-    model = P.fit_cost_model(fitted)
+    model = C.fit_cost_model(fitted)
     assert rows[0]["projected_seconds"] == pytest.approx(model.total_seconds(sample, 4), rel=1e-9)
     assert rows[0]["measured_seconds"] == pytest.approx(later[0].wall_seconds)
     own = by_commit["fedcba98"]["measured_sample"]
@@ -353,7 +248,10 @@ def test_runs_of_the_projected_sample_are_set_against_every_groups_projection():
 
 def test_default_check_predicts_the_largest_reads_role_from_the_next_smaller():
     assert P.default_check(observations([("typical", 1000, 1), ("large", 10000, 1)])) == ("typical", "large")
-    assert P.default_check(observations([("large", 10000, 1), ("subset1m", 100000, 1), ("full", 600000, 4)])) == ("subset1m", "full")
+    assert P.default_check(observations([("large", 10000, 1), ("subset1m", 100000, 1), ("full", 600000, 4)])) == (
+        "subset1m",
+        "full",
+    )
     assert P.default_check(observations([("subset1m", 100000, 4)])) == ("typical", "large")  # says "no typical runs"
 
 
@@ -372,7 +270,7 @@ def test_unusable_records_are_left_out_with_a_reason():
     unvalidated["harness"]["validated"] = False
     resumed = synthetic_record()
     resumed["harness"]["resumed"] = True
-    obs, skipped = P.observations_from_records([("a", failed), ("b", unvalidated), ("c", resumed)])
+    obs, skipped = from_pairs([("a", failed), ("b", unvalidated), ("c", resumed)])
     assert obs == [] and len(skipped) == 3
     assert "resumed" in skipped[2]
 
@@ -380,12 +278,11 @@ def test_unusable_records_are_left_out_with_a_reason():
 def test_cli_target_record_takes_its_composition_from_the_harness():
     record = synthetic_record()
     record["run"]["input"] = None
-    with pytest.raises(ValueError, match="composition"):
-        P.observation_from_record(record)
+    assert "composition" in Record.from_json(record).problem
     record["harness"]["expected"] = composition(1000)
-    obs = P.observation_from_record(record)
-    assert obs.composition["esm_tokens"] == composition(1000)["esm_tokens"]
-    assert obs.seconds[P.STARTUP] == pytest.approx(STARTUP_SECONDS)
+    obs = Record.from_json(record)
+    assert obs.usable and obs.composition["esm_tokens"] == composition(1000)["esm_tokens"]
+    assert obs.stage_seconds[STARTUP] == pytest.approx(STARTUP_SECONDS)
 
 
 def test_check_matches_roles_so_ci_stand_in_datasets_count():
@@ -394,14 +291,16 @@ def test_check_matches_roles_so_ci_stand_in_datasets_count():
         record = synthetic_record(dataset, reads)
         record["harness"]["role"] = role
         records.append((dataset, record))
-    obs, _ = P.observations_from_records(records)
+    obs, _ = from_pairs(records)
     check = P.check_prediction(obs)
-    assert check["available"] and check["per_gpus"][0]["measured_seconds"] == pytest.approx(true_total(composition(10000), 1))
+    assert check["available"] and check["per_gpus"][0]["measured_seconds"] == pytest.approx(
+        true_total(composition(10000), 1)
+    )
 
 
 def test_runs_at_another_chunk_size_are_fitted_apart():
     reads = observations([("typical", 1000, 1), ("large", 10000, 1)])
-    contigs, _ = P.observations_from_records([("c", synthetic_record("contigs", 500, 1, factor=5.0))])
+    contigs, _ = from_pairs([("c", synthetic_record("contigs", 500, 1, factor=5.0))])
     contigs = [dataclasses.replace(obs, chunk_size=500) for obs in contigs]
     full = composition(6_000_000)
     both = P.project_results(reads + contigs, full, "test", (1,))
@@ -412,12 +311,12 @@ def test_runs_at_another_chunk_size_are_fitted_apart():
 
 
 def test_stage_kinds_cover_vnp_and_fork_names():
-    assert P.stage_kind("esm2") == ("esm_tokens", True)
-    assert P.stage_kind("ESM-2 Feature Extraction") == ("esm_tokens", True)
-    assert P.stage_kind("DNABERT-S Feature Extraction") == ("dnabert_tokens", True)
-    assert P.stage_kind("consensus") == ("chunks_with_frame", False)
-    assert P.stage_kind("Sequence Chunking") == ("bases", False)
-    assert P.stage_kind("write") == ("frames", False)
+    assert C.stage_kind("esm2") == ("esm_tokens", True)
+    assert C.stage_kind("ESM-2 Feature Extraction") == ("esm_tokens", True)
+    assert C.stage_kind("DNABERT-S Feature Extraction") == ("dnabert_tokens", True)
+    assert C.stage_kind("consensus") == ("chunks_with_frame", False)
+    assert C.stage_kind("Sequence Chunking") == ("bases", False)
+    assert C.stage_kind("write") == ("frames", False)
 
 
 def test_load_records_reads_the_tree_and_fills_key_from_path(tmp_path):
@@ -427,15 +326,23 @@ def test_load_records_reads_the_tree_and_fills_key_from_path(tmp_path):
     del record["harness"]["machine"]
     (folder / "end_to_end-typical-1gpu-all-r0.json").write_text(json.dumps(record))
     (folder / "broken.json").write_text("{not json")
-    records, skipped = P.load_records(tmp_path)
-    assert len(records) == 1 and records[0][1]["harness"]["machine"] == "h200"
+    records, skipped = load_records(tmp_path / "records")
+    assert len(records) == 1 and records[0].machine == "h200" and records[0].commit == "abcdef12"
     assert len(skipped) == 1 and "unreadable" in skipped[0]
 
 
 def test_datasets_file_is_read_defensively(tmp_path):
     path = tmp_path / "datasets.json"
-    path.write_text(json.dumps({"datasets": {"full": {"reads": 6000000, "model_type": 300, "composition": {"frames": 4.8e6}},
-                                             "odd": "not a dict"}}))
+    path.write_text(
+        json.dumps(
+            {
+                "datasets": {
+                    "full": {"reads": 6000000, "model_type": 300, "composition": {"frames": 4.8e6}},
+                    "odd": "not a dict",
+                }
+            }
+        )
+    )
     assert P.read_datasets(path) == {"full": {"composition": {"reads": 6e6, "frames": 4.8e6}, "chunk_size": 300}}
     path.write_text("[1, 2]")
     assert P.read_datasets(path) == {}
@@ -444,7 +351,7 @@ def test_datasets_file_is_read_defensively(tmp_path):
 
 def test_missing_units_are_estimated_from_measured_ratios():
     filled, estimated = P.complete_composition({"reads": 2000.0, "frames": 1600.0}, [composition(1000)])
-    assert sorted(estimated) == sorted(set(P.WORK_UNITS) - {"reads", "frames"})
+    assert sorted(estimated) == sorted(set(WORK_UNITS) - {"reads", "frames"})
     assert filled["esm_tokens"] == pytest.approx(composition(2000)["esm_tokens"])
     assert filled["frames"] == 1600.0
     with pytest.raises(ValueError):
@@ -452,10 +359,52 @@ def test_missing_units_are_estimated_from_measured_ratios():
 
 
 def test_composition_file_accepts_bare_nested_and_run_json(tmp_path):
-    for document in (composition(10), {"composition": composition(10)}, {"schema": "vnp-run/1", "input": composition(10)}):
+    for document in (
+        composition(10),
+        {"composition": composition(10)},
+        {"schema": "vnp-run/1", "input": composition(10)},
+    ):
         path = tmp_path / "c.json"
         path.write_text(json.dumps(document))
         assert P.read_composition_file(path)["reads"] == 10
     path.write_text(json.dumps({"nothing": 1}))
     with pytest.raises(ValueError):
         P.read_composition_file(path)
+
+
+def run_record_example() -> dict:
+    """The run.json example of docs/run-record.md (the contract), its // comments stripped."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "run-record.md").read_text()
+    block = text.split("```jsonc", 1)[1].split("```", 1)[0]
+    return json.loads(re.sub(r"//[^\n]*", "", block))
+
+
+def test_record_reads_the_documented_run_json():
+    """Every field the Record takes from run.json is read from the documented example, not from a guess."""
+    run = run_record_example()
+    assert run["schema"] == RUN_SCHEMA and set(run["input"]) == set(WORK_UNITS)
+    document = {
+        "schema": SCHEMA,
+        "harness": {
+            "machine": "h200",
+            "commit": "0123456789abcdef",
+            "dataset": "typical",
+            "gpus": 1,
+            "exit_code": 0,
+            "validated": True,
+        },
+        "run": run,
+    }
+    record = Record.from_json(document)
+    assert record.usable and record.commit == "01234567" and record.chunk_size == run["config"]["chunk_size"]
+    assert record.wall_seconds == run["wall_seconds"] and record.composition == run["input"]
+    assert record.stage_seconds == {"preprocess": 2.5, "esm2": 41.2, STARTUP: pytest.approx(50.0 - 2.5 - 41.2)}
+    assert [(d.stage, d.gpu, d.info["intervals"]) for d in record.devices] == [
+        ("esm2", 0, [[1764340003.0, 1764340044.2]])
+    ]
+    with pytest.raises(ValueError, match="vnp-runrecord/1"):
+        Record.from_json(run)  # a run.json alone is not a RunRecord
+
+
+def test_device_strings_are_parsed_in_one_place():
+    assert [gpu_index(d) for d in ("cuda:3", "cuda", "cpu", None)] == [3, 0, None, None]

@@ -1,13 +1,13 @@
-"""scripts/project.py and scripts/report.py on synthetic results trees built in a tmp dir."""
+"""The project and report entry points on synthetic results trees built in a tmp dir."""
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
 import pytest
-from test_projection import GIB, T0, TRUTH, composition, synthetic_record, true_total
+from synthetic_runs import GIB, T0, TRUTH, composition, synthetic_record, true_total
 
-from benchmarks.harness import reporting as R
+from analysis import fmt as R
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 COMMITS = {"cccc2222dddd3333": 1_700_000_000_000, "aaaa1111bbbb2222": 1_710_000_000_000}  # newer date, older name
@@ -19,10 +19,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"scripts.{name}")
 
 
 def write_json(path, document):
@@ -40,36 +37,85 @@ def build_tree(root, samples=True, scale="gpu"):
             for gpus in (1, 2):
                 for repeat, spread in enumerate((1.0, 1.1)):
                     record = synthetic_record(
-                        dataset, reads, gpus, repeat, spread * SLOWDOWN[commit], commit=commit, scale=scale,
-                        samples=samples, start=start, static_bytes=gib_bytes, peak_per_token=1000 if samples else 0,
+                        dataset,
+                        reads,
+                        gpus,
+                        repeat,
+                        spread * SLOWDOWN[commit],
+                        commit=commit,
+                        scale=scale,
+                        samples=samples,
+                        start=start,
+                        static_bytes=gib_bytes,
+                        peak_per_token=1000 if samples else 0,
                     )
                     write_json(folder / f"end_to_end-{dataset}-{gpus}gpu-all-r{repeat}.json", record)
         for variant, factor in VARIANT_FACTORS.items():
             record = synthetic_record(
-                "typical", 1000, 1, 0, factor * SLOWDOWN[commit], variant=variant, commit=commit, suite="variants",
-                scale=scale, samples=samples, start=start, static_bytes=gib_bytes,
+                "typical",
+                1000,
+                1,
+                0,
+                factor * SLOWDOWN[commit],
+                variant=variant,
+                commit=commit,
+                suite="variants",
+                scale=scale,
+                samples=samples,
+                start=start,
+                static_bytes=gib_bytes,
                 peak_per_token=PEAK_PER_TOKEN[variant] if samples else 0,
             )
             write_json(folder / f"variants-typical-1gpu-{variant}-r0.json", record)
         # a memory-suite experiment (capped memory, OOM back-offs): neither a variant nor a projection input
-        oom = synthetic_record("typical", 1000, 1, 0, 10.0, variant="oom", commit=commit, suite="memory", scale=scale,
-                               samples=samples, start=start)
+        oom = synthetic_record(
+            "typical",
+            1000,
+            1,
+            0,
+            10.0,
+            variant="oom",
+            commit=commit,
+            suite="memory",
+            scale=scale,
+            samples=samples,
+            start=start,
+        )
         write_json(folder / "memory-typical-1gpu-oom-r0.json", oom)
         write_json(
             root / "m1" / f"{commit[:8]}-existing.json",
-            {"commit_hash": commit, "env_name": "existing", "date": date, "params": {"machine": "m1"},
-             "python": "3.12", "requirements": {}, "env_vars": {}, "result_columns": ["result", "params", "version"],
-             "results": {"end_to_end.EndToEnd.track_projected_hours": [[5.0 + n, 2.0], [["1", "4"]], "v1"]},
-             "durations": {}, "version": 2},
+            {
+                "commit_hash": commit,
+                "env_name": "existing",
+                "date": date,
+                "params": {"machine": "m1"},
+                "python": "3.12",
+                "requirements": {},
+                "env_vars": {},
+                "result_columns": ["result", "params", "version"],
+                "results": {"end_to_end.EndToEnd.track_projected_hours": [[5.0 + n, 2.0], [["1", "4"]], "v1"]},
+                "durations": {},
+                "version": 2,
+            },
         )
     write_json(root / "m1" / "machine.json", {"machine": "m1", "version": 1})
     write_json(
         root / "benchmarks.json",
-        {"version": 2, "end_to_end.EndToEnd.track_projected_hours": {
-            "name": "end_to_end.EndToEnd.track_projected_hours", "params": [["1", "4"]], "param_names": ["gpus"],
-            "type": "track", "unit": "hours", "version": "v1"}},
+        {
+            "version": 2,
+            "end_to_end.EndToEnd.track_projected_hours": {
+                "name": "end_to_end.EndToEnd.track_projected_hours",
+                "params": [["1", "4"]],
+                "param_names": ["gpus"],
+                "type": "track",
+                "unit": "hours",
+                "version": "v1",
+            },
+        },
     )
-    write_json(root / "datasets.json", {"datasets": {"full": {"reads": 6_000_000, "composition": composition(6_000_000)}}})
+    write_json(
+        root / "datasets.json", {"datasets": {"full": {"reads": 6_000_000, "composition": composition(6_000_000)}}}
+    )
     return root
 
 
@@ -87,12 +133,32 @@ def rendered(tmp_path_factory):
 
 
 def run_project(tree, *extra):
-    return load_script("project").main(["--results", str(tree), "--datasets-file", str(tree / "datasets.json"), *extra])
+    return load_script("project").main(
+        [
+            "--results",
+            str(tree),
+            "--records",
+            str(tree / "records"),
+            "--datasets-file",
+            str(tree / "datasets.json"),
+            *extra,
+        ]
+    )
 
 
 def run_report(tree, out, *extra):
     return load_script("report").main(
-        ["--results", str(tree), "--datasets-file", str(tree / "datasets.json"), "--out", str(out), *extra]
+        [
+            "--results",
+            str(tree),
+            "--records",
+            str(tree / "records"),
+            "--datasets-file",
+            str(tree / "datasets.json"),
+            "--out",
+            str(out),
+            *extra,
+        ]
     )
 
 
@@ -106,7 +172,18 @@ def test_project_json_schema_and_numbers(tree, tmp_path, capsys):
     assert document["schema"] == "vnp-projection/1" and document["gpu_counts"] == [1, 2, 4, 8]
     assert [g["commit"] for g in document["groups"]] == ["cccc2222", "aaaa1111"]  # by asv's commit date
     group = document["groups"][-1]
-    assert {"machine", "commit", "target", "scale", "variant", "date", "fit", "projection", "check", "composition"} <= set(group)
+    assert {
+        "machine",
+        "commit",
+        "target",
+        "scale",
+        "variant",
+        "date",
+        "fit",
+        "projection",
+        "check",
+        "composition",
+    } <= set(group)
     assert set(group["fit"]["stages"]) == {*TRUTH, "startup"}
     # eight end_to_end runs plus the variants suite's `all` run
     assert group["fit"]["measured_gpus"] == [1, 2] and group["fit"]["runs"] == 9
@@ -114,8 +191,17 @@ def test_project_json_schema_and_numbers(tree, tmp_path, capsys):
     assert [r["gpus"] for r in rows] == [1, 2, 4, 8]
     assert [r["extrapolated"] for r in rows] == [False, False, True, True]
     for row in rows:
-        assert {"stages", "total_hours", "low_hours", "high_hours", "meets_target", "meets_target_at_high",
-                "max_reads_within_target", "speedup", "scaling_efficiency"} <= set(row)
+        assert {
+            "stages",
+            "total_hours",
+            "low_hours",
+            "high_hours",
+            "meets_target",
+            "meets_target_at_high",
+            "max_reads_within_target",
+            "speedup",
+            "scaling_efficiency",
+        } <= set(row)
         assert row["low_hours"] <= row["total_hours"] <= row["high_hours"]
     # the repeats are 1.0x and 1.1x the truth, times the commit's slowdown
     full = composition(6_000_000)
@@ -125,6 +211,17 @@ def test_project_json_schema_and_numbers(tree, tmp_path, capsys):
     assert group["check"]["available"]
     printed = capsys.readouterr().out
     assert "| **total** |" in printed and "Across commits on m1" in printed
+
+
+def test_project_answers_for_a_cohort_on_several_nodes(tree, tmp_path, capsys):
+    out = tmp_path / "projection.json"
+    assert run_project(tree, "--samples", "10", "--gpus-per-node", "2", "--nodes", "4", "--json", str(out)) == 0
+    cohort = json.loads(out.read_text())["groups"][-1]["cohort"]
+    sample_hours = 1.2 * true_total(composition(6_000_000), 2) / 3600  # the newest commit's runs, 1.0x and 1.1x
+    assert [r["samples_per_node"] for r in cohort["rows"]] == [10, 5, 3]
+    assert sample_hours <= cohort["rows"][-1]["hours"] / 3 <= 1.1 * sample_hours
+    assert "Projected, not measured" in capsys.readouterr().out
+    assert run_project(tree, "--nodes", "0") == 2
 
 
 def test_project_fills_a_reads_only_composition_and_flags_it(tree, tmp_path):
@@ -161,7 +258,9 @@ def test_project_warns_when_the_check_is_off(tmp_path, capsys):
     tree = tmp_path / "results"
     heavy = {stage: (60.0, rate, p) for stage, (_, rate, p) in TRUTH.items()}  # big fixed costs: proportional fails
     for dataset, reads in (("typical", 1000), ("large", 10000)):
-        write_json(tree / "records" / "m1" / "abcdef12" / f"e-{dataset}.json", synthetic_record(dataset, reads, 1, truth=heavy))
+        write_json(
+            tree / "records" / "m1" / "abcdef12" / f"e-{dataset}.json", synthetic_record(dataset, reads, 1, truth=heavy)
+        )
     assert run_project(tree, "--quiet") == 0
     assert "warning" in capsys.readouterr().err
 
@@ -177,9 +276,20 @@ def test_report_renders_markdown_json_and_real_pngs(rendered):
         data = (out / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
     markdown = (out / "report.md").read_text()
-    for heading in ("## The answer", "## Bottleneck", "## Stage breakdown", "## GPU memory over time",
-                    "## Peak GPU memory per stage", "## Optimisations (variants)", "## Scaling", "## Throughput",
-                    "## GPU utilisation", "## Token budget per card", "## History"):
+    for heading in (
+        "## The answer",
+        "## Bottleneck",
+        "## Stage breakdown",
+        "## GPU memory over time",
+        "## Peak GPU memory per stage",
+        "## Optimisations (variants)",
+        "## Scaling",
+        "## Throughput",
+        "## GPU utilisation",
+        "## Token budget per card",
+        "## History",
+        "## A cohort of samples (projected)",
+    ):
         assert heading in markdown
     for name in report["plots"].values():
         assert f"]({name})" in markdown
@@ -210,8 +320,10 @@ def test_report_scaling_history_and_bottleneck_follow_the_numbers(rendered):
     assert [r["commit"] for r in history] == ["cccc2222", "aaaa1111"]
     gpus = str(report["history"]["gpus"])
     assert history[1]["hours"][gpus] == pytest.approx(1.2 * history[0]["hours"][gpus], rel=1e-6)
-    assert history[1]["asv_tracked"] == {"end_to_end.EndToEnd.track_projected_hours(1)": 6.0,
-                                         "end_to_end.EndToEnd.track_projected_hours(4)": 2.0}
+    assert history[1]["asv_tracked"] == {
+        "end_to_end.EndToEnd.track_projected_hours(1)": 6.0,
+        "end_to_end.EndToEnd.track_projected_hours(4)": 2.0,
+    }
     bottleneck = report["bottleneck"]
     row = next(r for r in report["projection"]["projection"]["rows"] if r["gpus"] == bottleneck["gpus"])
     assert bottleneck["stage"] == max(row["stages"], key=lambda s: row["stages"][s]["hours"])

@@ -7,8 +7,9 @@ real 1M-read subset the VirNucPro fork published timings for. Generation is vect
 done in fixed blocks of reads, each seeded from (seed, block), so the output is byte-identical on every
 host (the sha256 in datasets.json proves it) and memory stays flat for millions of reads.
 
-`VNP_BENCH_DATA=path.fa` replaces every dataset with a user's own sample; its composition is counted once
-and cached by the file's sha256.
+`VNP_BENCH_DATA=path.fa` replaces every dataset with a user's own sample; its composition (what a run
+must produce) is counted once by the harness's own original rules (`counting.py`) and cached by the
+file's sha256.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import counting
+
 REPO = Path(__file__).resolve().parents[2]
 DEFINITIONS = REPO / "data" / "datasets.json"
 GENERATOR_VERSION = 1
 BLOCK_READS = 50_000  # reads per independently seeded block: the unit of memory and of determinism
 CONTIG_LINE_WIDTH = 80
-ESM_MAX_TOKENS = 1024  # 1022 residues + BOS + EOS, as the pipeline caps them
-DNABERT_TOKENS_PER_BASE = 0.207  # without vnp's tokenizer: 300 bp -> ~64 tokens incl. [CLS]/[SEP]
+COMPOSITION_VERSION = 2  # of the cached counts of user files: 2 = the harness's original rules (1 was vnp's)
 
 # Bases are coded A=0, C=1, G=2, T=3; a codon is 16*first + 4*second + third.
 LETTERS = np.frombuffer(b"ACGT", dtype=np.uint8)
@@ -90,7 +92,7 @@ def ensure_file(name: str, entry: dict, definitions: dict) -> Path:
         path.unlink()
         raise DatasetError(
             f"dataset {name}: generated file has sha256 {actual[:12]}..., datasets.json says {expected[:12]}... "
-            f"(numpy {np.__version__}; regenerate the definitions with scripts/make_data.py describe if the "
+            f"(numpy {np.__version__}; regenerate the definitions with python -m scripts.make_data describe if the "
             "generator changed on purpose)")
     stamp.write_text(_stamp_text(path, expected or actual))
     return path
@@ -102,11 +104,11 @@ def _stamp_text(path: Path, sha256: str | None) -> str:
 
 
 def user_dataset(path: Path, model_type: int, name: str | None = None) -> Dataset:
-    """A user's FASTA; its composition is counted once and cached by content hash."""
+    """A user's FASTA; its composition is counted once (original rules) and cached by content hash."""
     if not path.is_file():
         raise DatasetError(f"{path}: no such file (VNP_BENCH_DATA or a 'file' dataset)")
     digest = sha256_file(path)
-    cached = cache_dir() / "compositions" / f"{digest}-m{model_type}.json"
+    cached = cache_dir() / "compositions" / f"{digest}-m{model_type}-v{COMPOSITION_VERSION}.json"
     if cached.exists():
         composition = json.loads(cached.read_text())
     else:
@@ -230,64 +232,13 @@ def _contig(rng: np.random.Generator, length: int, params: dict) -> np.ndarray:
 # --- composition ------------------------------------------------------------------------------------
 
 
-def count_composition(path: Path, chunk_size: int, rules: str = "pipeline") -> dict:
-    """Reads, bases, chunks, chunks with a kept frame, frames, ESM and DNABERT tokens of a FASTA file.
+def count_composition(path: Path, chunk_size: int, workers: int | None = None) -> dict:
+    """Reads, bases, chunks, chunks with a kept frame, frames, ESM and (estimated) DNABERT tokens of a FASTA.
 
-    rules="pipeline" counts with the pipeline's own preprocessing (`vnp.preprocess`) when it is installed,
-    "original" (or no vnp) with the plain original rules of `original.py`; tests check that both agree
-    (the first is ~50x faster: a whole 6M-read sample in minutes). DNABERT tokens are counted
-    with the tokenizer the pipeline uses without a DNABERT-S folder (`vnp.models.tokenizers`' stand-in
-    BPE) when it is installed, else estimated from the bases and flagged as such.
+    Counted by the harness's own statement of the original rules (`counting`, held equal to `original.py`
+    by the tests), never by the pipeline under test: these are the counts a run is validated against.
     """
-    counts = {"reads": 0, "bases": 0, "chunks": 0, "chunks_with_frame": 0, "frames": 0}
-    count_dnabert_tokens, estimated = _dnabert_token_counter()
-    esm_tokens = dnabert_tokens = 0
-    frames = _kept_frames_original if rules == "original" else _kept_frames
-    for nucleotides, proteins in frames(path, chunk_size, counts):
-        esm_tokens += sum(min(len(p) + 2, ESM_MAX_TOKENS) for p in proteins)
-        dnabert_tokens += count_dnabert_tokens(nucleotides)
-    return {**counts, "esm_tokens": esm_tokens, "dnabert_tokens": dnabert_tokens,
-            "dnabert_tokens_estimated": estimated}
-
-
-def _dnabert_token_counter():
-    """(count tokens of a list of nucleotide sequences, whether that count is an estimate)."""
-    try:
-        from vnp.models.tokenizers import dnabert_encode, load_dnabert_tokenizer
-    except ImportError:
-        return (lambda seqs: sum(round(len(s) * DNABERT_TOKENS_PER_BASE) + 2 for s in seqs)), True
-    tokenizer = load_dnabert_tokenizer(None)
-    return (lambda seqs: int(dnabert_encode(tokenizer, seqs)[1].sum()) if seqs else 0), False
-
-
-def _kept_frames(path: Path, chunk_size: int, counts: dict):
-    """Yield (nucleotides, proteins) of kept frames batch by batch, updating `counts`."""
-    try:
-        from vnp.preprocess import Composition, iter_frame_batches
-    except ImportError:
-        yield from _kept_frames_original(path, chunk_size, counts)
-        return
-    composition = Composition()
-    for batch in iter_frame_batches(path, chunk_size, composition):
-        yield batch.nucleotides, batch.proteins
-    counts.update({key: getattr(composition, key) for key in counts})
-
-
-def _kept_frames_original(path: Path, chunk_size: int, counts: dict):
-    from Bio.SeqIO.FastaIO import SimpleFastaParser
-
-    from benchmarks.harness import original
-
-    with open(path) as handle:
-        for title, sequence in SimpleFastaParser(handle):
-            counts["reads"] += 1
-            counts["bases"] += len(sequence)
-            chunks = original.split_record(title.split(None, 1)[0], sequence, chunk_size)
-            frames = [frame for chunk_id, chunk in chunks for frame in original.identify_frames(chunk_id, chunk)]
-            counts["chunks"] += len(chunks)
-            counts["chunks_with_frame"] += len({frame_id[:-2] for frame_id, _, _ in frames})
-            counts["frames"] += len(frames)
-            yield [n for _, n, _ in frames], [p for _, _, p in frames]
+    return counting.count_file(Path(path), chunk_size, workers)
 
 
 # --- files ------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def projected_hours(rec: dict, full_sample: dict | None) -> float | None:
     if not full_sample:
         return None
     with contextlib.suppress(Exception):  # the projection refuses runs it cannot learn from
-        from benchmarks.harness.projection import projected_hours as project
+        from analysis.projection import projected_hours as project
 
         hours = project([rec], full_sample, rec["harness"]["gpus"])
         return None if math.isnan(hours) else hours

@@ -1,8 +1,11 @@
 """The original VirNucPro sequence rules, written plainly: the oracle for tests and the slow side of benchmarks.
 
-Everything here follows ../shared/spec/virnucpro-pipeline.md (sections 1, 2 and 8) word for word, with
-per-codon dictionary lookups and string slicing, as the original tool does it. It is deliberately slow and
-obviously correct; it must not import `vnp` (the harness never imports the package under test).
+The rules are the original tool's own, quirks included: chunking with its shift list (`chunk_starts`),
+six-frame translation that skips codons with a non-ACGT character and keeps only non-empty, stop-free
+frames (`identify_frames`), and the per-chunk consensus (`consensus`). They are written with per-codon
+dictionary lookups and string slicing, as the original does it: deliberately slow and obviously correct.
+`counting.py` is their vectorised equal for counting whole files. It must not import `vnp` (the harness
+never imports the package under test).
 """
 
 from __future__ import annotations

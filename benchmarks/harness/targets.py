@@ -1,4 +1,5 @@
-"""The commands the benchmarks drive, through the command-line contract (contract 1).
+"""The commands the benchmarks drive, through the command line (`vnp predict INPUT -o OUTDIR [options]`, with
+exit code 0 or a one-line reason on stderr; docs/architecture.md).
 
 * `vnp`: the pipeline installed in asv's environment for the commit under test (`python -m vnp predict`).
 * `cli`: any VirNucPro-compatible command named by `VNP_BENCH_COMMAND` (for example `virnucpro predict`

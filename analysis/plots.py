@@ -1,5 +1,5 @@
-"""The report's plots (matplotlib, headless): each ``plot_*`` turns one section of ``reporting.py`` into a
-figure; ``save_figure`` writes it as a PNG."""
+"""The report's plots (matplotlib, headless): each ``plot_*`` turns one report section into a figure;
+``save_figure`` writes it as a PNG."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from benchmarks.harness.reporting import GIB, fmt_hours, gpus_label
+from analysis.fmt import GIB, fmt_hours, gpus_label
+from analysis.output import atomic_write
+
 
 def _pyplot():
     import matplotlib
@@ -41,7 +43,12 @@ def plot_projection(projection: Mapping):
     totals = np.array([r["total_hours"] for r in rows])
     errors = np.maximum(0, [totals - [r["low_hours"] for r in rows], [r["high_hours"] for r in rows] - totals])
     ax.errorbar(labels, totals, yerr=errors, fmt="none", ecolor="black", capsize=4)
-    ax.axhline(projection["target_hours"], color="red", linestyle="--", label=f"target {fmt_hours(projection['target_hours'])} h")
+    ax.axhline(
+        projection["target_hours"],
+        color="red",
+        linestyle="--",
+        label=f"target {fmt_hours(projection['target_hours'])} h",
+    )
     ax.set_ylabel("projected hours")
     ax.set_title("Full sample, projected (* extrapolated)")
     ax.legend(fontsize=7, ncol=2)
@@ -77,7 +84,7 @@ def plot_memory_timeline(timeline: Mapping):
     gpus = timeline["gpus"]
     fig, axes = plt.subplots(len(gpus), 1, figsize=(8, 2.0 * len(gpus) + 1.2), sharex=True, squeeze=False)
     colours = _colours(list(dict.fromkeys(span["stage"] for gpu in gpus for span in gpu["spans"])))
-    for ax, gpu in zip(axes[:, 0], gpus):
+    for ax, gpu in zip(axes[:, 0], gpus, strict=True):
         for span in gpu["spans"]:
             ax.axvspan(span["start"], span["end"], color=colours[span["stage"]], alpha=0.25, linewidth=0)
         ax.plot(gpu["t"], np.array(gpu["mem_used_bytes"]) / GIB, color="black", linewidth=1)
@@ -159,9 +166,9 @@ def plot_history(history: Mapping, target_hours: float):
 
 
 def save_figure(fig, path: str | Path) -> None:
-    """Write ``fig`` as a PNG atomically, then free it."""
-    from vnp.atomic import atomic_write
-
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    _pyplot().close(fig)
+    """Write ``fig`` as a PNG atomically (a reader never sees half an image), then free it."""
+    try:
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=110)
+    finally:
+        _pyplot().close(fig)
