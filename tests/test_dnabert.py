@@ -10,7 +10,7 @@ from vnp.models.attention import alibi_bias, alibi_slopes
 from vnp.models.dnabert import DNABERT, DNABERT_CONFIGS
 
 CONFIG = DNABERT_CONFIGS["tiny"]
-# models.md B2: the 12 published DNABERT-2 slopes (MosaicBERT's rule for a non power of 2)
+# the 12 published DNABERT-2 ALiBi slopes (MosaicBERT's rule for a non power of 2)
 PUBLISHED_SLOPES = [0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625,
                     0.7071, 0.3536, 0.1768, 0.0884]
 LENGTHS = (12, 3, 64, 12, 107, 90)  # 12 twice, not adjacent: one group gathered, not sliced
@@ -120,7 +120,7 @@ def test_forward_returns_last_hidden_states_per_token(model):
 
 def test_full_configuration_has_the_published_size():
     full = DNABERT(DNABERT_CONFIGS["dnabert-s"], device="meta")
-    # models.md B1: 116.48M parameters without the pooler
+    # DNABERT-S: 116.48M parameters without the pooler
     assert sum(p.numel() for p in full.parameters()) == pytest.approx(116.48e6, rel=0.002)
 
 

@@ -127,7 +127,7 @@ def test_bf16_keeps_rotary_in_float32_and_stays_close(models):
 def test_all_published_configurations_build_on_meta():
     sizes = {name: sum(p.numel() for p in ESM2(cfg, device="meta").parameters())
              for name, cfg in ESM2_CONFIGS.items()}
-    # models.md A1, encoder-only parameter counts (the LM head is not built)
+    # published ESM-2 sizes, encoder-only parameter counts (the LM head is not built)
     assert sizes["t6_8M"] == pytest.approx(7.41e6, rel=0.01)
     assert sizes["t33_650M"] == pytest.approx(649.4e6, rel=0.01)
     assert sizes["t36_3B"] == pytest.approx(2832.4e6, rel=0.01)

@@ -72,7 +72,7 @@ def test_dnabert_encode_adds_cls_and_sep_and_counts_like_dnabert(standin):
     for seq, row in zip(seqs, split(ids, lengths)):
         assert row[0] == 1 and row[-1] == 2 and (row[1:-1] > 4).all()
         assert "".join(standin.id_to_token(int(i)) for i in row[1:-1]) == seq
-    assert 40 <= lengths[0] <= 80 and 80 <= lengths[1] <= 130  # models.md B3: ~64 and ~105
+    assert 40 <= lengths[0] <= 80 and 80 <= lengths[1] <= 130  # DNABERT-S BPE: ~64 and ~105 tokens for these lengths
 
 
 def test_standin_is_cached_on_disk(tmp_path, monkeypatch, standin):

@@ -40,7 +40,7 @@ def esm_state():
     return perturbed_state(load_esm2(None, "tiny", CPU, F32).model, seed=1)
 
 
-HF_ESM = [  # ours (= fair-esm) -> transformers EsmForMaskedLM, written out from models.md A2
+HF_ESM = [  # ours (= fair-esm) -> transformers EsmForMaskedLM, as transformers' conversion names them
     (r"embed_tokens\.", "embeddings.word_embeddings."),
     (r"layers\.(\d+)\.self_attn\.q_proj\.", r"encoder.layer.\1.attention.self.query."),
     (r"layers\.(\d+)\.self_attn\.k_proj\.", r"encoder.layer.\1.attention.self.key."),
@@ -269,7 +269,7 @@ def test_synthetic_weights_are_seeded():
 
 
 # -- DNABERT-S ---------------------------------------------------------------------------------
-ORIGINAL_DNABERT = [  # ours -> DNABERT-2 / MosaicBERT names (models.md B2)
+ORIGINAL_DNABERT = [  # ours -> DNABERT-2 / MosaicBERT names (the published checkpoint's keys)
     (r"word_embeddings\.", "embeddings.word_embeddings."),
     (r"token_type_embeddings\.", "embeddings.token_type_embeddings."),
     (r"embed_norm\.", "embeddings.LayerNorm."),

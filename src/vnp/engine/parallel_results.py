@@ -20,9 +20,9 @@ from vnp.atomic import atomic_write
 from vnp.consensus import RESULTS_HEADER_LINE, result_lines, write_prediction_results
 from vnp.engine.store import FrameStore
 
-# Worth it when rows x (1 - 1/processes) reaches this: spawning, concatenating and re-reading the IDs cost
-# ~0.7 s + 0.37 us a row. On the 2-core VM (scripts/bench_parallel.py) 2 processes lost at 793,833 rows
-# (1.22 -> 1.58 s) and won at 4,764,971 (7.13 -> 5.68 s); 32 processes pay from ~620,000 rows.
+# Worth it when rows x (1 - 1/processes) reaches this: spawning the writers, concatenating their parts and
+# re-reading the IDs is a fixed cost that only large outputs repay (measured with scripts/bench_parallel.py;
+# the figures are in docs/performance.md).
 MIN_ROWS = 600_000
 
 

@@ -359,10 +359,9 @@ class Worker:
         }
 
 
-# Which fused SDPA kernels each model may use. Measured on an H200 (torch 2.11, bf16, reads-like
-# frames; docs/performance.md): the memory-efficient kernel beat cuDNN, torch's default on Hopper,
-# for both models -- cuDNN builds a plan for every new shape, and token-budget batches keep making
-# new ones (DNABERT-S 1.03M vs 0.56M tokens/s, ESM-2 3B 94.5k vs 91.0k). Overridable for measurements:
+# Which fused SDPA kernels each model may use: the memory-efficient kernel, not cuDNN (torch's default on
+# Hopper), for both models -- cuDNN builds a plan for every new shape, and token-budget batches keep making
+# new ones (measured on an H200: docs/performance.md). Overridable for measurements:
 # VNP_SDPA_ESM2=CUDNN_ATTENTION,FLASH_ATTENTION (names of torch.nn.attention.SDPBackend).
 SDPA_BACKENDS = {"esm2": "EFFICIENT_ATTENTION", "dnabert": "EFFICIENT_ATTENTION"}
 

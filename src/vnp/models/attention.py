@@ -10,8 +10,9 @@ and end; a *layout* tells it:
   the packed tokens and is viewed, not copied.
 - ``PaddedLayout``: a ``[B, L]`` batch flattened to ``B*L`` tokens, padding included (the baseline).
 
-Backends (``models.md`` section C): ``math`` (matmul, softmax in float32, the plain reference),
-``sdpa`` (``F.scaled_dot_product_attention``; cuDNN on Hopper) and ``varlen`` (``varlen_attn`` on the
+Backends: ``math`` (matmul, softmax in float32, the plain reference),
+``sdpa`` (``F.scaled_dot_product_attention``; which fused kernel it may pick is the caller's choice:
+the engine pins the memory-efficient one, see ``engine/worker.py``) and ``varlen`` (``varlen_attn`` on the
 packed tokens; CUDA, fp16/bf16 and no bias only, otherwise it falls back to ``sdpa`` with a warning).
 ALiBi (DNABERT) enters as a cached broadcast bias ``(1, H, L, L)`` per length.
 """
