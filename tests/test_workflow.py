@@ -4,8 +4,11 @@ sample is redone alone, a failed sample is retried, and the summary checks recor
 import csv
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,7 +80,7 @@ def test_a_cohort_runs_once_and_a_removed_sample_is_redone_alone(tmp_path, cache
 
     before = mtimes(tmp_path)
     again = snakemake(tmp_path, cache_dir=cache_dir)
-    assert "Nothing to be done" in again.stderr
+    assert "Nothing to be done" in again.stdout + again.stderr
     assert mtimes(tmp_path) == before
 
     for path in (out / "fixed").iterdir():
@@ -88,6 +91,11 @@ def test_a_cohort_runs_once_and_a_removed_sample_is_redone_alone(tmp_path, cache
     changed = {name for name in before if after[name] != before[name]}
     assert changed == {"out/cohort_summary.tsv", "out/fixed/run.json"}
     assert [row["validated"] for row in read_summary(out / "cohort_summary.tsv")] == ["true"] * 3
+
+    faster = snakemake(tmp_path, "--dry-run", cache_dir=cache_dir, config=("threads_per_job=2",))
+    assert "Nothing to be done" in faster.stdout + faster.stderr  # speed settings keep finished samples
+    other_calls = snakemake(tmp_path, "--dry-run", cache_dir=cache_dir, config=("extra=-m 300",))
+    assert re.search(r"^predict\s+3$", other_calls.stdout, re.MULTILINE)  # options that change calls redo all
 
 
 # Stands in for vnp: while FAILURES holds a positive count, it leaves what a killed run leaves (a partial
@@ -132,12 +140,47 @@ def test_a_failed_sample_is_retried_and_a_rerun_after_a_failure_starts_over(tmp_
     assert [row["validated"] for row in read_summary(tmp_path / "out" / "cohort_summary.tsv")] == ["true"]
 
 
+# Stands in for vnp killed with its Snakemake (a lost node): its work directory and one output written, then it
+# hangs until killed.
+HANGING_VNP = """
+import pathlib, sys, time
+outdir = pathlib.Path(sys.argv[sys.argv.index("-o") + 1])
+(outdir / ".vnp-work").mkdir()
+(outdir / "prediction_results.txt").write_text("Sequence_ID\\tPrediction\\tscore1\\tscore2\\n")
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_outputs_of_a_killed_run_are_not_trusted(tmp_path, cache_dir):
+    wrapper = tmp_path / "hanging_vnp.py"
+    wrapper.write_text(HANGING_VNP)
+    write_sheet(tmp_path, {"orfs": COHORT["orfs"]})
+    partial = tmp_path / "out" / "orfs" / "prediction_results.txt"
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(tmp_path), "--cores", "1",
+               "--config", "sheet=samples.tsv", "outdir=out", f"vnp={sys.executable} {wrapper}"]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not partial.exists() and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.2)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # Snakemake and its job at once, as when a node is lost
+        run.wait()
+    assert partial.exists()
+    refused = snakemake(tmp_path, "--dry-run", cache_dir=cache_dir, check=False)
+    assert refused.returncode != 0 and "incomplete" in refused.stdout + refused.stderr
+    snakemake(tmp_path, "--unlock", cache_dir=cache_dir)  # the killed Snakemake's lock on the directory
+    snakemake(tmp_path, "--rerun-incomplete", cache_dir=cache_dir)
+    assert [row["validated"] for row in read_summary(tmp_path / "out" / "cohort_summary.tsv")] == ["true"]
+
+
 def test_gpu_jobs_declare_their_gpus_and_threads(tmp_path, cache_dir):
     write_sheet(tmp_path, {"orfs": COHORT["orfs"]})
     plan = snakemake(tmp_path, "--dry-run", "--printshellcmds", cache_dir=cache_dir, cores=8,
                      config=("gpus_per_job=2", "threads_per_job=4", "model_size=full", "extra=-m 300")).stdout
     assert "gpu=2" in plan
-    assert "--threads 4 --model-size full --gpus 0,1 -m 300" in plan and "--cpu" not in plan
+    assert "--threads 4 --gpus 0,1 --model-size full -m 300" in plan and "--cpu" not in plan
 
 
 @pytest.mark.parametrize("sheet, reason", [
