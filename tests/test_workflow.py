@@ -22,6 +22,8 @@ SUMMARY_SCRIPT = ROOT / "workflow" / "scripts" / "cohort_summary.py"
 COHORT = {"orfs": GOLDEN / "public" / "test_with_orfs.fa", "no_frames": GOLDEN / "public" / "test_sequences_small.fa",
           "fixed": GOLDEN / "public" / "test_fixed_500bp.fa"}
 
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="Snakemake 9 needs Python >= 3.11")
+
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
@@ -187,6 +189,7 @@ def test_gpu_jobs_declare_their_gpus_and_threads(tmp_path, cache_dir):
     ("name\tpath\na\tx.fa\n", "needs a header"),
     ("sample\tfasta\na\tx.fa\na\ty.fa\n", "listed twice"),
     ("sample\tfasta\na/b\tx.fa\n", "must be letters"),
+    ("sample\tfasta\na\n", "has no fasta"),
     (None, "not found"),
 ])
 def test_a_bad_sample_sheet_is_refused_with_its_reason(tmp_path, cache_dir, sheet, reason):
