@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv with a CPU build of torch and vnp installed editable with its test and benchmark extras.
+# Create .venv with a CPU build of torch and vnp installed editable with its test, benchmark and workflow extras.
 # Idempotent: a second run only checks. GPU hosts keep their own CUDA torch (see scripts/gpu_host.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,5 +13,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install --quiet --retries 1 --timeout 30 \
     --extra-index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 fi
-.venv/bin/pip install --quiet -e ".[test]"
+.venv/bin/pip install --quiet -e ".[test,workflow]"
 .venv/bin/python -c "import torch, vnp; print(f'vnp {vnp.__version__}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}')"
