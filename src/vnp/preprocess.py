@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vnp.atomic import atomic_write
-from vnp.chunking import chunk_record
+from vnp.chunking import iter_chunks
 from vnp.errors import OutputDirError
 from vnp.fasta import Composition, read_fasta
 from vnp.translate import kept_frames
@@ -41,21 +42,25 @@ def chunk_and_translate(
     records: Iterable[tuple[str, str]], chunk_size: int, composition: Composition | None = None,
     batch_reads: int = 4096,
 ) -> Iterator[tuple[list[tuple[str, str]], FrameBatch]]:
-    """(chunks, their kept frames) per batch of about batch_reads chunks, from (ID, sequence) records.
+    """(chunks, their kept frames) per batch of batch_reads chunks, from (ID, sequence) records.
 
     The in-memory kernel under `iter_frame_batches` and `preprocess_files`; counts into `composition`.
+    A batch may end inside a long record: translation memory stays bounded by the batch, not the record.
     """
     composition = composition if composition is not None else Composition()
-    chunks: list[tuple[str, str]] = []
+    chunks = _chunks(records, chunk_size, composition)
+    while batch := list(itertools.islice(chunks, batch_reads)):
+        yield batch, _translate(batch, composition)
+
+
+def _chunks(records: Iterable[tuple[str, str]], chunk_size: int, composition: Composition):
     for record_id, sequence in records:
         composition.reads += 1
         composition.bases += len(sequence)
-        chunks.extend(chunk_record(record_id, sequence, chunk_size))
-        if len(chunks) >= batch_reads:
-            yield chunks, _translate(chunks, composition)
-            chunks = []
-    if chunks:
-        yield chunks, _translate(chunks, composition)
+        if 0 < len(sequence) <= chunk_size:  # short reads: the common case, without the general machinery
+            yield f"{record_id}_chunk_1", sequence
+        else:
+            yield from iter_chunks(record_id, sequence, chunk_size)
 
 
 def iter_frame_batches(
