@@ -224,6 +224,18 @@ def test_a_fifo_is_read_once_whole(tmp_path, gzipped):
     assert done.stdout.strip() == "3000", done.stderr
 
 
+def test_a_hash_collision_in_a_pipe_is_refused_not_guessed(tmp_path):
+    fifo = tmp_path / "in.fa"
+    os.mkfifo(fifo)
+    feed_fifo(fifo, b">a\nAC\n>b\nGT\n")
+    code = ("from unittest import mock; import vnp.fasta as f; from vnp.errors import InputError\n"
+            "with mock.patch.multiple(f, CHECK_EVERY=1, hash=lambda _: 7, create=True):\n"
+            f"    try: list(f.read_fasta({str(fifo)!r}))\n"
+            "    except InputError as e: print(e)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "record 'b' may repeat an earlier ID" in done.stdout and "give the input as a file" in done.stdout
+
+
 def test_check_input_says_what_the_path_is(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)

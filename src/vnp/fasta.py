@@ -318,6 +318,7 @@ class _SeenIds:
 
     def __init__(self, path):
         self.path = path
+        self.rereadable = _rereadable(path)
         self.count = 0
         self.blocks: list[np.ndarray] = []
 
@@ -356,6 +357,9 @@ class _SeenIds:
 
     def _find_earlier(self, record_id: str, record_hash) -> int | None:
         """Number of an earlier record with exactly this ID, by re-reading the records already counted."""
+        if not self.rereadable:  # ~never (a 64-bit hash collision), but a pipe cannot be read twice
+            raise InputError(f"{self.path}: record '{record_id}' may repeat an earlier ID and a pipe cannot be "
+                             "read again to make sure: give the input as a file")
         for number, (earlier_id, _) in enumerate(itertools.islice(_parse(self.path), self.count), start=1):
             if hash(earlier_id) == record_hash and earlier_id == record_id:
                 return number
