@@ -209,8 +209,9 @@ def record_spans(path, pieces: int) -> list[tuple[int, int]] | None:
         return [(a, b) for a, b in zip(starts, starts[1:] + [size]) if b > a]
 
 
-def _record_texts(path, span: tuple[int, int] | None = None) -> Iterator[list[bytes]]:
-    """Each record's text after its '>' (header line, line end, sequence lines), as the pieces it was read in.
+def _record_texts(path, span: tuple[int, int] | None = None) -> Iterator[bytes | list[bytes]]:
+    """Each record's text after its '>' (header line, line end, sequence lines): bytes if it came in one
+    block, else the list of pieces it was read in.
 
     A record starts at a '>' opening a line; a line ends at LF, CRLF or a lone CR (old Mac files), as in
     the original's text-mode reading. Every byte is looked at a bounded number of times, whatever the
@@ -237,10 +238,10 @@ def _record_texts(path, span: tuple[int, int] | None = None) -> Iterator[list[by
             continue
         texts = [b"", *_split_records(block[1:])] if starts_record else _split_records(block)
         pieces.append(texts[0])
-        yield pieces
-        yield from ([text] for text in texts[1:-1])
+        yield pieces[0] if len(pieces) == 1 else pieces
+        yield from texts[1:-1]
         pieces = [texts[-1]]
-    yield pieces
+    yield pieces[0] if len(pieces) == 1 else pieces
 
 
 def _split_records(text: bytes) -> list[bytes]:
@@ -252,10 +253,8 @@ def _split_records(text: bytes) -> list[bytes]:
 
 
 def _header_and_sequence(pieces: list[bytes]) -> tuple[bytes, bytes]:
-    """The header line and the sequence (all ASCII blank space dropped) of one record's pieces.
-
-    The pieces are replaced by their cleaned text one by one, so a long record is held about twice at most.
-    """
+    """The header line and the sequence (all ASCII blank space dropped) of a record read in several pieces,
+    replacing each piece by its cleaned text in turn, so a long record is held about twice at most."""
     for index, piece in enumerate(pieces):
         ends = [end for end in (piece.find(b"\n"), piece.find(b"\r")) if end >= 0]
         if ends:
@@ -273,16 +272,26 @@ def _header_and_sequence(pieces: list[bytes]) -> tuple[bytes, bytes]:
 
 def _parse(path, span: tuple[int, int] | None = None) -> Iterator[tuple[str, str]]:
     """(ID, sequence as written) for every record (of ``span`` if given), checked; no duplicate detection."""
-    for number, pieces in enumerate(_record_texts(path, span), start=1):
-        header, sequence = _header_and_sequence(pieces)
+    for number, text in enumerate(_record_texts(path, span), start=1):
+        if isinstance(text, list):
+            header, sequence = _header_and_sequence(text)
+        else:  # the common case, inline: a record read in one block
+            header, _, body = text.partition(b"\n")
+            if b"\r" in header:  # the header ends at CRLF or a lone CR
+                header, _, rest = header.partition(b"\r")
+                body = rest + body
+            sequence = b"".join(body.split())  # drops line ends and blank space, as the original
         # The ID is the first word as Python's str.split() cuts it (NBSP, U+2028, \x1c-\x1f ... included),
         # as the original (Biopython on text) does; bytes.split() would cut at ASCII blank space only.
-        words = header.decode("utf-8", errors="surrogateescape").split(None, 1)
+        try:
+            words = header.decode().split(None, 1)
+        except UnicodeDecodeError:  # only the ID must be text (the original would read no such file at all)
+            words = header.decode("utf-8", errors="surrogateescape").split(None, 1)
+            if not _is_utf8(words[0]):
+                raise InputError(f"{path}: record #{number} has an ID that is not UTF-8 text") from None
         if not words:
             raise InputError(f"{path}: record #{number} has no ID (empty header line)")
         record_id = words[0]
-        if not record_id.isascii() and not _is_utf8(record_id):
-            raise InputError(f"{path}: record #{number} has an ID that is not UTF-8 text")
         if not sequence:
             raise InputError(f"{path}: record '{record_id}' (#{number}) has an empty sequence")
         if sequence.translate(None, IUPAC_NUCLEOTIDES):
