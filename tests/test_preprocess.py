@@ -27,7 +27,8 @@ def random_fasta(path, seed, count, chunk_size):
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), chunk_size=st.sampled_from([300, 500]), batch_reads=st.sampled_from([1, 5, 4096]))
+@given(seed=st.integers(0, 2**32 - 1), chunk_size=st.sampled_from([300, 500]),
+       batch_reads=st.sampled_from([1, 5, 4096]))
 def test_frames_and_counts_agree_with_the_original(tmp_path_factory, seed, chunk_size, batch_reads):
     path = tmp_path_factory.mktemp("pp") / "in.fa"
     records = random_fasta(path, seed, 30, chunk_size)
