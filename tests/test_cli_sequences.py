@@ -1,6 +1,8 @@
 """`vnp preprocess` and `vnp consensus` through a real subprocess: outputs, one-line errors, exit codes."""
 
+import bz2
 import gzip
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +28,35 @@ def test_preprocess_writes_the_three_files_of_the_original(tmp_path):
         assert (tmp_path / "out" / name).read_bytes() == (source.parent / name).read_bytes()
 
 
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_preprocess_reads_a_pipe_once_and_whole(tmp_path, gzipped):
+    # `cat reads.fa | vnp preprocess /dev/stdin`: the format is told from the stream, never by reopening it
+    source = GOLDEN / "generated/reads.fa"
+    data = gzip.compress(source.read_bytes()) if gzipped else source.read_bytes()
+    done = subprocess.run([sys.executable, "-m", "vnp", "preprocess", "/dev/stdin", "-o", tmp_path, "-m", "300"],
+                          input=data, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("chunked300.fa", "identified_nucleotide.fa", "identified_protein.faa"):
+        assert (tmp_path / f"stdin_{name}").read_bytes() == (source.parent / f"reads_{name}").read_bytes()
+
+
+def test_preprocess_refuses_a_dash_and_names_standard_input(tmp_path):
+    done = vnp("preprocess", "-", "-o", tmp_path / "out")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "/dev/stdin" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("what, words", [("directory", "is a directory"), ("dash", "standard input"),
+                                         ("fifo", "is a pipe or FIFO")])
+def test_predict_says_what_its_input_is(tmp_path, what, words):
+    source = {"directory": tmp_path, "dash": "-", "fifo": tmp_path / "fifo"}[what]
+    if what == "fifo":
+        os.mkfifo(source)
+    done = vnp("predict", source, "-o", tmp_path / "out", "--model-size", "tiny", "--cpu")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_consensus_writes_beside_its_input_or_where_told(tmp_path):
     results = tmp_path / "prediction_results.txt"
     results.write_bytes((GOLDEN / "generated/reads_prediction_results.txt").read_bytes())
@@ -45,6 +76,7 @@ BAD_INPUTS = {  # name: (file content or None for a missing file, words the mess
     "duplicate": (b">r1\nACGT\n>r2\nAC\n>r1\nGG\n", ["'r1'", "duplicate", "#1 and #3"]),
     "not_iupac": (b">r1\nACGT\n>r2\nACXGT\n", ["'r2'", "'X'", "position 3", "IUPAC"]),
     "bad_gzip": (gzip.compress(b">r1\n" + b"ACGT" * 5000)[:60], ["gzip"]),
+    "bzip2": (bz2.compress(b">r1\nACGT\n"), ["bzip2-compressed"]),
 }
 
 

@@ -45,7 +45,7 @@ def test_prediction_results_round_trip(tmp_path):
     assert np.array_equal(read2.astype(np.float32), score2) and np.array_equal(read1.astype(np.float32), 1 - score2)
 
 
-SCORE = st.floats(0, 1) | st.sampled_from([0.0, 0.5, 1.0])
+SCORE = st.floats(0, 1) | st.sampled_from([0.0, 0.5, 1.0, float("nan")])
 ROWS = st.lists(st.tuples(st.sampled_from(["b_chunk_1", "a_chunk_10", "a_chunk_2", "Z_chunk_1", "a_chunk_1"]),
                           st.sampled_from(["F1", "F2", "R3"]), SCORE, SCORE), max_size=30)
 
@@ -56,6 +56,16 @@ def test_consensus_agrees_with_the_original(rows):
     score1 = np.array([s for *_, s, _ in rows], dtype=np.float64)
     score2 = np.array([s for *_, s in rows], dtype=np.float64)
     assert consensus(ids, score1, score2) == original.consensus(zip(ids, score1.tolist(), score2.tolist()))
+
+
+def test_nan_maxima_are_not_virus_as_with_pandas_max():
+    # pandas' max skips NaN and is NaN for an all-NaN chunk; NaN >= x is False (the original's rule).
+    nan = float("nan")
+    rows = consensus(["a_chunk_1F1", "b_chunk_1F1", "b_chunk_1F2", "c_chunk_1F1", "d_chunk_1F1", "e_chunk_1R1"],
+                     [nan, nan, 0.9, 0.2, nan, 0.6], [nan, 0.3, nan, nan, 0.7, 0.4])
+    assert rows == [("a_chunk_1", False), ("b_chunk_1", False), ("c_chunk_1", False), ("d_chunk_1", False),
+                    ("e_chunk_1", False)]
+    assert consensus(["x_chunk_1F1", "x_chunk_1F2"], [nan, 0.2], [0.8, nan]) == [("x_chunk_1", True)]
 
 
 def test_consensus_ties_count_as_virus_and_groups_sort_as_strings():
@@ -85,6 +95,14 @@ def test_bad_prediction_files_are_refused_with_the_reason(tmp_path, text, reason
     with pytest.raises(InputError, match=reason):
         consensus_file(tmp_path / "p.txt")
     assert not (tmp_path / "prediction_results_highestscore.csv").exists()
+
+
+def test_consensus_file_reads_nan_scores_as_the_original_does(tmp_path):
+    write_prediction_results(tmp_path / "prediction_results.txt", ["a_chunk_1F1", "b_chunk_1F1"],
+                             [float("nan"), 0.2], [float("nan"), 0.8])
+    assert consensus_file(tmp_path / "prediction_results.txt") == 2
+    assert (tmp_path / "prediction_results_highestscore.csv").read_text() == (
+        "Modified_ID\tIs_Virus\na_chunk_1\tFalse\nb_chunk_1\tTrue\n")
 
 
 def test_missing_prediction_file(tmp_path):

@@ -46,3 +46,18 @@ def test_embed_refuses_a_missing_input(tmp_path):
     assert done.returncode != 0 and "does not exist" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize("text, words", [
+    (">p1\nMKTA\n>p2 x\nGAVL\n>p1 again\nACDE\n", ["duplicate record ID 'p1'", "#1 and #3"]),
+    (">p1\nMKTA\n>\nGAVL\n", ["#2", "no ID"]),
+    (">p1\nMKTA\n>p2\xa0x\nGAVL\n>p2\xa0y\nACDE\n", ["duplicate record ID 'p2'"]),  # cut as str.split cuts
+])
+def test_embed_refuses_duplicate_or_empty_ids(tmp_path, text, words):
+    (tmp_path / "in.faa").write_text(text)
+    done = subprocess.run([sys.executable, "-m", "vnp", "embed", "esm2", str(tmp_path / "in.faa"), "-o",
+                           str(tmp_path / "x.safetensors"), "--model-size", "tiny", "--cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert all(word in done.stderr for word in words), done.stderr
+    assert not (tmp_path / "x.safetensors").exists()

@@ -1,8 +1,15 @@
 """FASTA reading: the formats the original accepts, read like Biopython reads them, and every bad input refused."""
 
+import bz2
 import contextlib
 import gzip
 import io
+import lzma
+import os
+import subprocess
+import sys
+import threading
+import tracemalloc
 from unittest import mock
 
 import pytest
@@ -61,12 +68,13 @@ FASTA_RECORDS = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(records=FASTA_RECORDS, block_bytes=st.sampled_from([1, 2, 3, 7, 64, 1 << 20]),
-       newline=st.sampled_from(["\n", "\r\n"]), gzipped=st.booleans())
+       newline=st.sampled_from(["\n", "\r\n", "\r"]), gzipped=st.booleans())
 def test_reads_what_biopython_reads_at_any_block_size(tmp_path_factory, records, block_bytes, newline, gzipped):
     text = "".join(f">{rid}{desc}{newline}" + "".join(line + newline for line in lines) for rid, desc, lines in records)
     path = tmp_path_factory.mktemp("fa") / "x.fa"
     path.write_bytes(gzip.compress(text.encode()) if gzipped else text.encode())
-    expected = [(r.id, str(r.seq).upper()) for r in SeqIO.parse(io.StringIO(text), "fasta")]
+    # newline=None: universal newlines, as the original's SeqIO.parse(filename) reads a file in text mode
+    expected = [(r.id, str(r.seq).upper()) for r in SeqIO.parse(io.StringIO(text, newline=None), "fasta")]
     with mock.patch.object(vnp.fasta, "BLOCK_BYTES", block_bytes):
         assert list(read_fasta(path)) == expected
 
@@ -166,3 +174,104 @@ def test_duplicate_found_at_a_check_boundary(tmp_path):
 def test_validate_refuses_what_reading_refuses(tmp_path):
     with pytest.raises(InputError, match="duplicate record ID 'a'"):
         validate_fasta(write(tmp_path, ">a\nAC\n>a\nGT\n"))
+
+
+# --- line ends and IDs as the original reads them (Biopython on a file opened in text mode) -----------------
+
+def biopython(path):
+    return [(record.id, str(record.seq).upper()) for record in SeqIO.parse(str(path), "fasta")]
+
+
+def test_old_mac_cr_line_ends_are_read_as_the_original_reads_them(tmp_path):
+    path = write(tmp_path, ">a first\rACGT\rnnAC\r\r>b\rGG\r>c\r\nTT")
+    assert list(read_fasta(path)) == biopython(path) == [("a", "ACGTNNAC"), ("b", "GG"), ("c", "TT")]
+
+
+@pytest.mark.parametrize("blank", ["\xa0", "\u2028", "\x85", "\x1c", "\x1d", "\x1e", "\x1f", "\u3000"])
+def test_ids_are_cut_where_str_split_cuts_them(tmp_path, blank):
+    path = write(tmp_path, f">a{blank}one\nACGT\n>b{blank}\nAC\n")
+    assert list(read_fasta(path)) == biopython(path) == [("a", "ACGT"), ("b", "AC")]
+    assert "duplicate record ID 'a'" in error_of(write(tmp_path, f">a{blank}x\nAC\n>a{blank}y\nGT\n"))
+
+
+@pytest.mark.parametrize("compress, name", [(bz2.compress, "bzip2"), (lzma.compress, "xz")])
+def test_other_compressions_are_named(tmp_path, compress, name):
+    message = error_of(write(tmp_path, compress(b">r1\nACGT\n")))
+    assert f"{name}-compressed" in message and "gzip" in message
+
+
+# --- pipes and FIFOs: read once, never reopened ---------------------------------------------------------
+
+def feed_fifo(path, data):
+    """Write ``data`` into the FIFO ``path`` from a thread (opening blocks until a reader comes)."""
+    def write_all():
+        with contextlib.suppress(BrokenPipeError), open(path, "wb") as fifo:
+            fifo.write(data)
+    thread = threading.Thread(target=write_all, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_fifo_is_read_once_whole(tmp_path, gzipped):
+    text = "".join(f">r{i} read\n{'ACGT' * 40}\n" for i in range(3000))  # well past every buffer size
+    fifo = tmp_path / "in.fa"
+    os.mkfifo(fifo)
+    feed_fifo(fifo, gzip.compress(text.encode()) if gzipped else text.encode())
+    # In a child with a deadline: reopening a FIFO whose writer has gone would wait forever.
+    code = f"from vnp.fasta import read_fasta; print(sum(1 for _ in read_fasta({str(fifo)!r})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "3000", done.stderr
+
+
+def test_a_hash_collision_in_a_pipe_is_refused_not_guessed(tmp_path):
+    fifo = tmp_path / "in.fa"
+    os.mkfifo(fifo)
+    feed_fifo(fifo, b">a\nAC\n>b\nGT\n")
+    code = ("from unittest import mock; import vnp.fasta as f; from vnp.errors import InputError\n"
+            "with mock.patch.multiple(f, CHECK_EVERY=1, hash=lambda _: 7, create=True):\n"
+            f"    try: list(f.read_fasta({str(fifo)!r}))\n"
+            "    except InputError as e: print(e)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "record 'b' may repeat an earlier ID" in done.stdout and "give the input as a file" in done.stdout
+
+
+def test_check_input_says_what_the_path_is(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="is a directory"):
+        vnp.fasta.check_input(tmp_path)
+    with pytest.raises(InputError, match="standard input"):
+        vnp.fasta.check_input("-", regular_file=True)
+    with pytest.raises(InputError, match="is a pipe or FIFO"):
+        vnp.fasta.check_input(fifo, regular_file=True)
+    with pytest.raises(InputError, match="no such file"):
+        vnp.fasta.check_input(tmp_path / "absent.fa")
+    assert vnp.fasta.check_input(fifo) == fifo  # vnp preprocess streams it
+    assert vnp.fasta.check_input(write(tmp_path, ">a\nA\n"), regular_file=True) == tmp_path / "in.fa"
+
+
+# --- linear time, memory bounded by the largest record ----------------------------------------------------
+
+def test_a_stray_gt_inside_a_line_is_found_in_linear_time(tmp_path):
+    # 4 MB in 64-byte blocks: re-joining the record at every block (as before) copies ~130 GB and runs for
+    # minutes; one pass finishes in well under a second. The deadline is generous, not a timing.
+    path = write(tmp_path, b">a\n" + b"ACGT>ACGTA\n" * 400_000)
+    code = ("from unittest import mock; import vnp.fasta as f; from vnp.errors import InputError\n"
+            "with mock.patch.object(f, 'BLOCK_BYTES', 64):\n"
+            f"    try: list(f.read_fasta({str(path)!r}))\n"
+            "    except InputError as e: print(e)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "'>' at position 5" in done.stdout, done.stderr
+
+
+def test_a_long_record_is_held_about_twice(tmp_path):
+    length = 8_000_000
+    path = write(tmp_path, b">big\n" + b"\n".join([b"ACGTTGCA" * 10] * (length // 80)) + b"\n")
+    tracemalloc.start()
+    try:
+        (record_id, sequence), = read_fasta(path, keep_case=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(sequence) == length and peak < 3 * length

@@ -172,7 +172,7 @@ def test_bad_input_leaves_nothing_behind(tmp_path, cache_dir, content, reason):
 
 def test_missing_input_is_one_line(tmp_path, cache_dir):
     result = predict(tmp_path / "nope.fa", tmp_path / "out", cache_dir=cache_dir, check=False)
-    assert result.returncode != 0 and "does not exist" in result.stderr
+    assert result.returncode != 0 and "no such file" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -1,5 +1,7 @@
 """The streaming preprocess: frames and counts as the original makes them, files all or nothing."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -25,7 +27,8 @@ def random_fasta(path, seed, count, chunk_size):
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), chunk_size=st.sampled_from([300, 500]), batch_reads=st.sampled_from([1, 5, 4096]))
+@given(seed=st.integers(0, 2**32 - 1), chunk_size=st.sampled_from([300, 500]),
+       batch_reads=st.sampled_from([1, 5, 4096]))
 def test_frames_and_counts_agree_with_the_original(tmp_path_factory, seed, chunk_size, batch_reads):
     path = tmp_path_factory.mktemp("pp") / "in.fa"
     records = random_fasta(path, seed, 30, chunk_size)
@@ -52,6 +55,23 @@ def test_batches_follow_batch_reads(tmp_path):
     path = tmp_path / "in.fa"
     path.write_text("".join(f">r{i}\nATGAAA\n" for i in range(10)))  # 5 open frames each (F2 is TGA)
     assert [len(batch) for batch in iter_frame_batches(path, 300, batch_reads=4)] == [20, 20, 10]
+
+
+def test_a_long_record_is_translated_in_batches_memory_bounded_by_the_record(tmp_path):
+    # One 4 Mbp record: batches end inside it, so translation holds a batch, not 8,000 chunks at once.
+    length = 4_000_000
+    rng = np.random.default_rng(0)
+    path = tmp_path / "contig.fa"
+    path.write_bytes(b">contig\n" + np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, length)].tobytes() + b"\n")
+    composition = Composition()
+    tracemalloc.start()
+    try:
+        batches = sum(1 for _ in iter_frame_batches(path, 500, composition, batch_reads=256))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * length
+    assert composition.chunks == 8000 and batches == 32
 
 
 @pytest.mark.parametrize(

@@ -85,12 +85,18 @@ def chunk_and_translate(records, chunk_size: int) -> tuple[list[tuple[str, str]]
 
 
 def consensus(rows) -> list[tuple[str, bool]]:
-    """Per-chunk call from (Sequence_ID, score1, score2) rows: max(score2) >= max(score1), sorted by chunk."""
+    """Per-chunk call from (Sequence_ID, score1, score2) rows: max(score2) >= max(score1), sorted by chunk.
+
+    The maxima are pandas' (the original's groupby max): NaN is skipped, and a chunk with no other value has
+    NaN, which compares False, so such a chunk is not virus.
+    """
     best = {}
     for sequence_id, score1, score2 in rows:
         group = sequence_id[:-2]
-        if group in best:
-            best[group] = (max(best[group][0], score1), max(best[group][1], score2))
-        else:
-            best[group] = (score1, score2)
+        earlier1, earlier2 = best.get(group, (math.nan, math.nan))
+        best[group] = (_pandas_max(earlier1, score1), _pandas_max(earlier2, score2))
     return [(group, best[group][1] >= best[group][0]) for group in sorted(best)]
+
+
+def _pandas_max(a: float, b: float) -> float:
+    return b if math.isnan(a) else a if math.isnan(b) else max(a, b)

@@ -3,7 +3,8 @@
 `prediction_results.txt`: one row per kept frame, scores as `str(numpy.float32)`.
 `prediction_results_highestscore.csv`: one row per chunk with a kept frame, tab-separated despite its name;
 `Is_Virus = max(score2) >= max(score1)` over the chunk's frames (group = frame ID minus its 2-character
-suffix), sorted by chunk ID, written as pandas' `to_csv(sep="\\t")` would (the original used pandas).
+suffix; maxima as pandas takes them, NaN skipped, so a chunk with a NaN maximum is not virus), sorted by
+chunk ID, written as pandas' `to_csv(sep="\\t")` would (the original used pandas).
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def consensus(ids, score1, score2) -> list[tuple[str, bool]]:
     """(chunk ID, Is_Virus) per chunk: max(score2) >= max(score1) over its frames; sorted by chunk ID."""
     group_of: dict[str, int] = {}
     groups = np.fromiter((group_of.setdefault(i[:-2], len(group_of)) for i in ids), dtype=np.int64, count=len(ids))
-    best1 = np.full(len(group_of), -np.inf)
-    best2 = np.full(len(group_of), -np.inf)
-    np.fmax.at(best1, groups, np.asarray(score1, dtype=np.float64))  # fmax skips NaN, as pandas' max does
+    # The original's rule, NaN included: pandas' max skips NaN and is NaN for a chunk with no number (hence
+    # starting from NaN: fmax skips it), and NaN >= x is False, so a chunk without two numbers is not virus.
+    best1 = np.full(len(group_of), np.nan)
+    best2 = np.full(len(group_of), np.nan)
+    np.fmax.at(best1, groups, np.asarray(score1, dtype=np.float64))
     np.fmax.at(best2, groups, np.asarray(score2, dtype=np.float64))
     is_virus = (best2 >= best1).tolist()
     return [(group, is_virus[group_of[group]]) for group in sorted(group_of)]

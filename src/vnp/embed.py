@@ -25,11 +25,19 @@ def read_records(path: str) -> tuple[list[str], list[str]]:
     if not Path(path).is_file():
         raise InputError(f"input file {path} does not exist")
     ids, sequences = [], []
+    number_of: dict[str, int] = {}  # the rows are found by ID, so each must name one record
     with open(path) as handle:
-        for title, sequence in SimpleFastaParser(handle):
+        for number, (title, sequence) in enumerate(SimpleFastaParser(handle), start=1):
+            words = title.split(None, 1)
+            if not words:
+                raise InputError(f"{path}: record #{number} has no ID (empty header line)")
+            if words[0] in number_of:
+                raise InputError(f"{path}: duplicate record ID '{words[0]}' "
+                                 f"(records #{number_of[words[0]]} and #{number})")
             if not sequence:
-                raise InputError(f"{path}: record {title.split()[0] if title else '?'} has an empty sequence")
-            ids.append(title.split()[0] if title.strip() else "")
+                raise InputError(f"{path}: record '{words[0]}' (#{number}) has an empty sequence")
+            number_of[words[0]] = number
+            ids.append(words[0])
             sequences.append(sequence.upper())
     if not ids:
         raise InputError(f"{path}: no FASTA records")

@@ -1,14 +1,19 @@
-"""Stream and validate FASTA input: plain or gzip, multi-line records, CRLF, lowercase, descriptions.
+"""Stream and validate FASTA input: plain or gzip, multi-line records, LF/CRLF/CR line ends, lowercase,
+descriptions; a file, or a pipe or FIFO read once.
 
 The file is read in large blocks and split at line-initial '>' with bytes operations, so a record costs a
-few C-level calls rather than a Python loop per line. Every problem the original tool would have passed
-on silently (or crashed on) becomes an `InputError` naming the file, the record and the reason.
+few C-level calls rather than a Python loop per line; time is linear in the input, and memory is a few
+blocks plus about twice the largest record. Every problem the original tool would have passed on silently
+(or crashed on) becomes an `InputError` naming the file, the record and the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import itertools
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +26,11 @@ from vnp.errors import InputError
 
 BLOCK_BYTES = 1 << 20
 CHECK_EVERY = 1024  # records per duplicate-ID check: amortises the numpy calls
-GZIP_MAGIC = b"\x1f\x8b"
+# Formats told by their first bytes; only gzip is read, the others are named in the refusal.
+COMPRESSION_MAGIC = {"gzip": b"\x1f\x8b", "bzip2": b"BZh", "xz": b"\xfd7zXZ\x00", "zstd": b"\x28\xb5\x2f\xfd",
+                     "zip": b"PK\x03\x04"}
 IUPAC_NUCLEOTIDES = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn"
+BLANK = b" \t\n\r\x0b\x0c"  # what bytes.split() cuts at: dropped from sequence lines
 
 
 @dataclass
@@ -80,19 +88,81 @@ def validate_fasta(path, chunk_size: int | None = None) -> Composition:
     return composition
 
 
-def _open_bytes(path):
-    """Open plain or gzip input (told apart by magic bytes, not by name) as a binary stream."""
+def check_input(path, regular_file: bool = False) -> Path:
+    """``path`` if it can be read as FASTA, else an InputError saying what it is.
+
+    ``regular_file=True`` (``vnp predict``) also refuses pipes, FIFOs, devices and standard input: a run
+    reads its input more than once (parallel preprocessing, the resume check). ``vnp preprocess`` streams.
+    """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a FASTA file")
+    if str(path) == "-" and not path.exists():
+        where = "give a FASTA file" if regular_file else "give a FASTA file, or /dev/stdin"
+        raise InputError(f"-: reading standard input as '-' is not supported: {where}")
     try:
-        with path.open("rb") as probe:
-            magic = probe.read(2)
-        return gzip.open(path, "rb") if magic == GZIP_MAGIC else path.open("rb")
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
     except OSError as err:
         raise InputError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path}: is a directory, not a FASTA file")
+    if regular_file and not stat.S_ISREG(mode):
+        kind = ("a pipe or FIFO (standard input?)" if stat.S_ISFIFO(mode) else
+                "a character device (a terminal?)" if stat.S_ISCHR(mode) else "not a regular file")
+        raise InputError(f"{path}: is {kind}: predict reads its input more than once, give a FASTA file")
+    return path
+
+
+@contextlib.contextmanager
+def _open_bytes(path) -> Iterator[io.BufferedIOBase]:
+    """Open plain or gzip input (told apart by magic bytes, not by name) as a binary stream.
+
+    The magic bytes are read once and replayed, never by reopening: a pipe or FIFO can be read only once.
+    """
+    path = check_input(path)
+    try:
+        stream = path.open("rb")
+    except OSError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror or err})") from None
+    with stream:
+        try:
+            magic = stream.read(max(map(len, COMPRESSION_MAGIC.values())))
+            if stream.seekable():
+                stream.seek(0)
+            else:
+                stream = io.BufferedReader(_Replayed(magic, stream), BLOCK_BYTES)
+        except OSError as err:
+            raise InputError(f"{path}: cannot be read ({err.strerror or err})") from None
+        compression = next((name for name, prefix in COMPRESSION_MAGIC.items() if magic.startswith(prefix)), None)
+        if compression not in (None, "gzip"):
+            raise InputError(f"{path}: is {compression}-compressed; vnp reads plain or gzip FASTA "
+                             "(decompress it first)")
+        yield gzip.GzipFile(fileobj=stream, mode="rb") if compression else stream
+
+
+class _Replayed(io.RawIOBase):
+    """A stream whose first bytes were already read (to tell its format), served again before the rest."""
+
+    def __init__(self, head: bytes, rest):
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self.head:
+            return self.rest.readinto(buffer)
+        count = min(len(buffer), len(self.head))
+        buffer[:count], self.head = self.head[:count], self.head[count:]
+        return count
+
+
+def _rereadable(path) -> bool:
+    """Whether the input can be read a second time (a regular file, not a pipe or FIFO)."""
+    try:
+        return stat.S_ISREG(Path(path).stat().st_mode)
+    except OSError:
+        return False
 
 
 def _blocks(path, span: tuple[int, int] | None = None) -> Iterator[bytes]:
@@ -119,11 +189,10 @@ def record_spans(path, pieces: int) -> list[tuple[int, int]] | None:
 
     Spans start right after a newline followed by '>', exactly where ``_record_texts`` splits records,
     so parsing the spans one after the other sees the same records as parsing the file. The first span
-    starts at 0 (and keeps the check for a leading '>'). None for gzip input, which cannot be split.
+    starts at 0 (and keeps the check for a leading '>'). None for gzip input or a pipe, which cannot be split.
     """
-    stream = _open_bytes(path)
-    with stream:
-        if isinstance(stream, gzip.GzipFile):
+    with _open_bytes(path) as stream:
+        if isinstance(stream, gzip.GzipFile) or not stream.seekable():
             return None
         size = stream.seek(0, 2)
         starts = [0]
@@ -143,8 +212,15 @@ def record_spans(path, pieces: int) -> list[tuple[int, int]] | None:
         return [(a, b) for a, b in zip(starts, starts[1:] + [size]) if b > a]
 
 
-def _record_texts(path, span: tuple[int, int] | None = None) -> Iterator[bytes]:
-    """Each record's text after its '>': header line, newline, sequence lines."""
+def _record_texts(path, span: tuple[int, int] | None = None) -> Iterator[bytes | list[bytes]]:
+    """Each record's text after its '>' (header line, line end, sequence lines): bytes if it came in one
+    block, else the list of pieces it was read in.
+
+    A record starts at a '>' opening a line; a line ends at LF, CRLF or a lone CR (old Mac files), as in
+    the original's text-mode reading. Every byte is looked at a bounded number of times, whatever the
+    record sizes: a block without a record start is only appended (never re-joined), so a long record or a
+    stray '>' inside a line costs linear time, and a record is held once, in its pieces.
+    """
     blocks = _blocks(path, span)
     head = b""
     for block in blocks:  # skip leading blank space, then insist on '>'
@@ -155,34 +231,84 @@ def _record_texts(path, span: tuple[int, int] | None = None) -> Iterator[bytes]:
         raise InputError(f"{path}: empty file, no FASTA records")
     if not head.startswith(b">"):
         raise InputError(f"{path}: not FASTA (the first non-blank line does not start with '>')")
-    parts: list[bytes] = []  # text of the record being read, possibly spread over several blocks
+    pieces: list[bytes] = []  # the record being read, possibly spread over several blocks
+    line_ended = False  # the text so far ends with a line end: a '>' opening the next block starts a record
     for block in itertools.chain([head[1:]], blocks):
-        if b">" not in block:  # no record can start here: don't re-join a long record again and again
-            parts.append(block)
+        starts_record = line_ended and block.startswith(b">")
+        line_ended = block.endswith((b"\n", b"\r"))
+        if not starts_record and b"\n>" not in block and b"\r>" not in block:
+            pieces.append(block)
             continue
-        records = b"".join([*parts, block]).split(b"\n>")
-        parts = [records.pop()]
-        yield from records
-    yield b"".join(parts)
+        texts = [b"", *_split_records(block[1:])] if starts_record else _split_records(block)
+        pieces.append(texts[0])
+        yield pieces[0] if len(pieces) == 1 else pieces
+        yield from texts[1:-1]
+        pieces = [texts[-1]]
+    yield pieces[0] if len(pieces) == 1 else pieces
+
+
+def _split_records(text: bytes) -> list[bytes]:
+    """``text`` cut at every line-initial '>' (which is dropped)."""
+    texts = text.split(b"\n>")
+    if b"\r>" in text:  # a lone CR ends a line too (CRLF ends at the LF, so "\r>" is always a lone CR)
+        texts = [part for text in texts for part in text.split(b"\r>")]
+    return texts
+
+
+def _header_and_sequence(pieces: list[bytes]) -> tuple[bytes, bytes]:
+    """The header line and the sequence (all ASCII blank space dropped) of a record read in several pieces,
+    replacing each piece by its cleaned text in turn, so a long record is held about twice at most."""
+    for index, piece in enumerate(pieces):
+        ends = [end for end in (piece.find(b"\n"), piece.find(b"\r")) if end >= 0]
+        if ends:
+            pieces[: index + 1] = [b"".join(pieces[:index]) + piece[: min(ends)], piece[min(ends):]]
+            break
+    else:
+        return b"".join(pieces), b""
+    header = pieces.pop(0)
+    for index, piece in enumerate(pieces):
+        pieces[index] = piece.translate(None, BLANK)
+    sequence = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    pieces.clear()
+    return header, sequence
 
 
 def _parse(path, span: tuple[int, int] | None = None) -> Iterator[tuple[str, str]]:
     """(ID, sequence as written) for every record (of ``span`` if given), checked; no duplicate detection."""
     for number, text in enumerate(_record_texts(path, span), start=1):
-        header, _, body = text.partition(b"\n")
-        words = header.split(None, 1)
+        if isinstance(text, list):
+            header, sequence = _header_and_sequence(text)
+        else:  # the common case, inline: a record read in one block
+            header, _, body = text.partition(b"\n")
+            if b"\r" in header:  # the header ends at CRLF or a lone CR
+                header, _, rest = header.partition(b"\r")
+                body = rest + body
+            sequence = b"".join(body.split())  # drops line ends and blank space, as the original
+        # The ID is the first word as Python's str.split() cuts it (NBSP, U+2028, \x1c-\x1f ... included),
+        # as the original (Biopython on text) does; bytes.split() would cut at ASCII blank space only.
+        try:
+            words = header.decode().split(None, 1)
+        except UnicodeDecodeError:  # only the ID must be text (the original would read no such file at all)
+            words = header.decode("utf-8", errors="surrogateescape").split(None, 1)
+            if not _is_utf8(words[0]):
+                raise InputError(f"{path}: record #{number} has an ID that is not UTF-8 text") from None
         if not words:
             raise InputError(f"{path}: record #{number} has no ID (empty header line)")
-        try:
-            record_id = words[0].decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"{path}: record #{number} has an ID that is not UTF-8 text") from None
-        sequence = b"".join(body.split())  # drop line breaks, CR and any other blank space
+        record_id = words[0]
         if not sequence:
             raise InputError(f"{path}: record '{record_id}' (#{number}) has an empty sequence")
         if sequence.translate(None, IUPAC_NUCLEOTIDES):
             _refuse_character(path, record_id, number, sequence)
         yield record_id, sequence.decode("ascii")
+
+
+def _is_utf8(text: str) -> bool:
+    """False if ``text`` holds bytes that were not UTF-8 (decoded with surrogateescape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _refuse_character(path, record_id: str, number: int, sequence: bytes):
@@ -204,6 +330,7 @@ class _SeenIds:
 
     def __init__(self, path):
         self.path = path
+        self.rereadable = _rereadable(path)
         self.count = 0
         self.blocks: list[np.ndarray] = []
 
@@ -242,6 +369,9 @@ class _SeenIds:
 
     def _find_earlier(self, record_id: str, record_hash) -> int | None:
         """Number of an earlier record with exactly this ID, by re-reading the records already counted."""
+        if not self.rereadable:  # ~never (a 64-bit hash collision), but a pipe cannot be read twice
+            raise InputError(f"{self.path}: record '{record_id}' may repeat an earlier ID and a pipe cannot be "
+                             "read again to make sure: give the input as a file")
         for number, (earlier_id, _) in enumerate(itertools.islice(_parse(self.path), self.count), start=1):
             if hash(earlier_id) == record_hash and earlier_id == record_id:
                 return number

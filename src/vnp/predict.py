@@ -29,6 +29,7 @@ from vnp.engine.runner import WorkerPool
 from vnp.engine.store import FrameStore, FrameStoreWriter
 from vnp.engine.worker import WorkerConfig, fault_hooks
 from vnp.errors import InputError, OutputDirError, VnpError
+from vnp.fasta import check_input
 from vnp.runrecord import RunRecord
 
 WORKDIR = ".vnp-work"
@@ -170,8 +171,7 @@ def _serial_store(input_path: Path, chunk_size: int, store: Path):
 def run(args) -> int:
     record = RunRecord(sys.argv[1:])
     outdir = Path(args.output).resolve()
-    if not Path(args.input).is_file():
-        raise InputError(f"input file {args.input} does not exist")
+    check_input(args.input, regular_file=True)  # a regular file: predict reads it more than once
     with _locked_outdir(outdir, force=args.force, resume=args.resume) as created:
         try:
             _run_locked(args, outdir, record)

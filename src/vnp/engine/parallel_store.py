@@ -43,7 +43,7 @@ def build(path: Path, chunk_size: int, directory: Path, processes: int) -> tuple
     protein length. Raises NeedsSerialPass (leaving ``directory`` to the caller) when it cannot vouch."""
     spans = record_spans(path, processes * SPANS_PER_PROCESS)
     if not spans:
-        raise NeedsSerialPass("gzip input" if spans is None else "empty file")
+        raise NeedsSerialPass("gzip input or a pipe" if spans is None else "empty file")
     pieces = [directory / f"span{index:04d}" for index in range(len(spans))]
     try:
         with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
