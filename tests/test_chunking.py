@@ -10,7 +10,7 @@ from vnp.chunking import chunk_bounds, chunk_count, chunk_record
 
 @pytest.mark.parametrize(
     "chunk_size, length, expected",
-    [  # the original chunking rule: chunks of C overlapping so the last one ends at the record end
+    [  # the original rule (n = ceil(L/C) chunks of C, starts shifted back, clipped at the end), worked examples
         (500, 499, [(0, 499)]),
         (500, 500, [(0, 500)]),
         (500, 501, [(0, 500), (250, 501)]),
