@@ -13,6 +13,7 @@ import socket
 from vnp.errors import VnpError
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PRECISIONS = ("auto", *DTYPES)  # the --precision choices
 
 
 def _nvml_gpus() -> list[dict] | None:
@@ -92,7 +93,9 @@ def resolve_devices(gpus_option: str | None, force_cpu: bool) -> tuple[list[str]
 
 
 def resolve_precision(precision: str, gpus: list[dict]) -> str:
-    """``auto``: bf16 on Ampere and newer, fp16 on older GPUs, fp32 on the CPU."""
+    """``auto``: bf16 on Ampere and newer, fp16 on older GPUs, fp32 on the CPU (which has no other)."""
+    if not gpus and precision not in ("auto", "fp32"):
+        raise VnpError(f"--precision {precision} needs a GPU; on the CPU use fp32")
     if precision != "auto":
         return precision
     if not gpus:
