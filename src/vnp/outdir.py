@@ -85,7 +85,7 @@ def claim(outdir: Path, input_path: Path, config: dict, *, force: bool, resume: 
         held = _check_contents(outdir, config, force=force, resume=resume, created=created)
         yield held
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # a lock file left behind is harmless: the lock is the flock
             (outdir / LOCKFILE).unlink()
         os.close(lock)
         if held is None or held.abandoned:

@@ -69,13 +69,23 @@ def visible_gpus() -> list[dict]:
 
 def resolve_devices(gpus_option: str | None, force_cpu: bool) -> tuple[list[str], list[dict]]:
     """Device strings for the workers (``["cpu"]`` or ``["cuda:0", ...]``) and the GPUs' descriptions."""
+    wanted = None if gpus_option is None else _gpu_indices(gpus_option)  # checked even with --cpu
     if force_cpu:
         return ["cpu"], []
     available = visible_gpus()
-    if gpus_option is None:
+    if wanted is None:
         if not available:
             return ["cpu"], []
         return [f"cuda:{g['index']}" for g in available], available
+    known = {g["index"]: g for g in available}
+    missing = [w for w in wanted if w not in known]
+    if missing:
+        have = ",".join(str(i) for i in known) or "none"
+        raise VnpError(f"--gpus asks for GPU {missing[0]}, but the visible GPUs are: {have}")
+    return [f"cuda:{w}" for w in wanted], [known[w] for w in wanted]
+
+
+def _gpu_indices(gpus_option: str) -> list[int]:
     try:
         wanted = [int(v) for v in gpus_option.split(",") if v.strip()]
     except ValueError:
@@ -84,12 +94,7 @@ def resolve_devices(gpus_option: str | None, force_cpu: bool) -> tuple[list[str]
         raise VnpError("--gpus is empty")
     if len(set(wanted)) != len(wanted):
         raise VnpError(f"--gpus lists a GPU twice: {gpus_option}")
-    known = {g["index"]: g for g in available}
-    missing = [w for w in wanted if w not in known]
-    if missing:
-        have = ",".join(str(i) for i in known) or "none"
-        raise VnpError(f"--gpus asks for GPU {missing[0]}, but the visible GPUs are: {have}")
-    return [f"cuda:{w}" for w in wanted], [known[w] for w in wanted]
+    return wanted
 
 
 def resolve_precision(precision: str, gpus: list[dict]) -> str:
