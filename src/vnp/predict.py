@@ -90,8 +90,6 @@ def _after_failure(failure: BaseException, held: out.Claim, record: RunRecord) -
 
 
 def _run_claimed(options: PredictOptions, held: out.Claim, record: RunRecord) -> None:
-    from vnp.consensus import consensus, write_highestscore, write_prediction_results
-
     input_path = options.input.resolve()
     record.set_host(host_info(list(options.gpus)))
     _check_resumable(options, held, record.config)
@@ -99,9 +97,24 @@ def _run_claimed(options: PredictOptions, held: out.Claim, record: RunRecord) ->
         os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
     frames = _embed(options, input_path, held.workdir, record)
     _report_embedding(options, record)
+    _write_outputs(options, input_path, held, record, frames)
+    record.finish(0, None)
+    record.write(held.staged / out.RECORD)
+    out.publish(held, record.config)
+    shutil.rmtree(held.workdir, ignore_errors=True)
+    _say(options, f"wrote {out.RESULTS} ({frames:,} frames) and {out.CONSENSUS} "
+                  f"({record.to_dict()['output']['consensus_rows']:,} chunks) to {held.outdir} "
+                  f"in {time.time() - record.started_at:.1f} s")
+
+
+def _write_outputs(options: PredictOptions, input_path: Path, held: out.Claim, record: RunRecord,
+                   frames: int) -> None:
+    """The results, the consensus and the --keep-intermediate files, into the work directory's outputs."""
+    from vnp.consensus import consensus, write_highestscore, write_prediction_results
 
     workdir, staged = held.workdir, held.staged
-    staged.mkdir(exist_ok=True)
+    shutil.rmtree(staged, ignore_errors=True)  # a killed try's outputs must not be published with these
+    staged.mkdir()
     scores, dnabert_tokens = _gather_scores(workdir, frames)
     record.set_dnabert_tokens(dnabert_tokens)
     ids = FrameStore(workdir / "frames").column("ids")
@@ -123,12 +136,6 @@ def _run_claimed(options: PredictOptions, held: out.Claim, record: RunRecord) ->
         from vnp.preprocess import preprocess_files
 
         preprocess_files(input_path, staged, options.chunk_size)
-    record.finish(0, None)
-    record.write(staged / out.RECORD)
-    out.publish(held, record.config)
-    shutil.rmtree(workdir, ignore_errors=True)
-    _say(options, f"wrote {out.RESULTS} ({len(ids):,} frames) and {out.CONSENSUS} ({len(rows):,} chunks) "
-                  f"to {held.outdir} in {time.time() - record.started_at:.1f} s")
 
 
 def _say(options: PredictOptions, message: str) -> None:
