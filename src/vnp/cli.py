@@ -25,6 +25,10 @@ examples:
   vnp predict reads.fa -o out --gpus 0,1 --precision bf16  # two GPUs
   vnp predict reads.fa -o out --variant baseline           # the original's way: fp32, math, padded, reloads
   vnp predict reads.fa -o out --resume                     # continue a killed run
+  vnp predict reads.fa -o out --force                      # replace earlier results once the new ones are done
+
+exit codes: 0 ok, 1 bad option or internal error, 2 bad input, 3 bad weights, 4 OUTDIR unusable,
+5 the system refused a read or write (disk full, read-only), 130 interrupted, 143 terminated.
 """
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from vnp import __version__
 from vnp.atomic import atomic_write
+from vnp.engine.worker import STAGES as GPU_STAGES
 
 SCHEMA = "vnp-run/1"
-GPU_STAGES = ("dnabert", "esm2", "classify")
+STAGE_ORDER = ("preprocess", *GPU_STAGES, "write", "consensus")  # the order of run.json's stages
 
 
 def _commit() -> str | None:
@@ -109,8 +110,8 @@ class RunRecord:
     # -- the end --------------------------------------------------------------------------------
     def finish(self, exit_code: int, error: str | None) -> None:
         ended = time.time()
-        order = {"preprocess": 0, "dnabert": 1, "esm2": 2, "classify": 3, "write": 4, "consensus": 5}
-        self._data["stages"].sort(key=lambda s: order.get(s["name"], 99))
+        order = {name: number for number, name in enumerate(STAGE_ORDER)}
+        self._data["stages"].sort(key=lambda s: order.get(s["name"], len(order)))
         self._data.update({
             "started_at": self.started_at,
             "ended_at": ended,
