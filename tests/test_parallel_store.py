@@ -88,7 +88,7 @@ def test_predict_builds_in_parallel_and_reports_problems_exactly_as_the_serial_p
     runs = {}
     for processes in (1, 3):
         record = RunRecord([])
-        runs[processes] = (predict._build_store(path, 300, tmp_path / f"work{processes}", record, processes), record.data["stages"][0])
+        runs[processes] = (predict._build_store(path, 300, tmp_path / f"work{processes}", record, processes), record.stages[0])
     assert runs[3][0] == runs[1][0]
     assert runs[3][1]["processes"] == 3 and runs[1][1]["processes"] == 1
     assert np.array_equal(np.load(tmp_path / "work3" / "order.npy"), np.load(tmp_path / "work1" / "order.npy"))

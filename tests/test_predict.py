@@ -142,15 +142,12 @@ def test_a_second_run_on_a_locked_outdir_is_refused(tmp_path, cache_dir):
 
 def test_non_empty_outdir_needs_force(tmp_path, cache_dir):
     out = tmp_path / "busy"
-    out.mkdir()
-    (out / "mine.txt").write_text("keep me")
+    predict(ORFS, out, cache_dir=cache_dir)
     result = predict(ORFS, out, cache_dir=cache_dir, check=False)
-    assert result.returncode != 0 and "not empty" in result.stderr and "--force" in result.stderr
-    assert (out / "mine.txt").read_text() == "keep me"
-    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+    assert result.returncode == 4 and "not empty" in result.stderr and "--force" in result.stderr
     predict(ORFS, out, "--force", cache_dir=cache_dir)
-    assert not (out / "mine.txt").exists()
-    assert (out / "prediction_results.txt").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["prediction_results.txt", "prediction_results_highestscore.csv",
+                                                    "run.json"]
 
 
 @pytest.mark.parametrize("content, reason", [
@@ -217,7 +214,7 @@ def test_parallel_preprocessing_and_writing_give_the_same_outputs(tmp_path, cach
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     predict(READS, serial, cache_dir=cache_dir)
     said = vnp("predict", READS, "-o", parallel, "--model-size", "tiny", "--cpu", "--threads", "2",
-               cache_dir=cache_dir, env={"VNP_PARALLEL_FROM": "0"}).stderr
+               "--parallel-from", "0", cache_dir=cache_dir).stderr
     # without --quiet, a line per step says what happened
     assert "vnp: 3,000 reads -> 3,976 frames to embed on 1 device (" in said and "2 processes)" in said
     assert "vnp: embedded and classified: DNABERT-S" in said and "ESM-2" in said

@@ -1,4 +1,8 @@
-"""The `vnp` command (contract 1 with the benchmark harness: options only ever get added)."""
+"""The `vnp` command (contract 1 with the benchmark harness: options only ever get added).
+
+Every failure the user can act on ends as one line on stderr and an exit code from docs/reliability.md;
+anything else (a bug) keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import argparse
 import sys
 
 from vnp import __version__
-from vnp.errors import VnpError
+from vnp.engine.devices import PRECISIONS
+from vnp.errors import Terminated, VnpError, exit_code, is_system_error, one_line
+from vnp.options import ATTENTIONS, MODEL_SIZES, MODEL_TYPES
 
 PREDICT_EPILOG = """\
 outputs (in OUTDIR): prediction_results.txt (one row per kept frame), prediction_results_highestscore.csv
@@ -19,6 +25,10 @@ examples:
   vnp predict reads.fa -o out --gpus 0,1 --precision bf16  # two GPUs
   vnp predict reads.fa -o out --variant baseline           # the original's way: fp32, math, padded, reloads
   vnp predict reads.fa -o out --resume                     # continue a killed run
+  vnp predict reads.fa -o out --force                      # replace earlier results once the new ones are done
+
+exit codes: 0 ok, 1 bad option or internal error, 2 bad input, 3 bad weights, 4 OUTDIR unusable,
+5 the system refused a read or write (disk full, read-only), 130 interrupted, 143 terminated.
 """
 
 
@@ -26,9 +36,9 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("input", help="input FASTA (plain or gzip)")
     add("-o", "--output", required=True, metavar="OUTDIR", help="output directory")
-    add("-m", "--model-type", type=int, choices=(300, 500), default=500,
+    add("-m", "--model-type", type=int, choices=MODEL_TYPES, default=500,
         help="which VirNucPro model, which is also the chunk size in bases (default 500)")
-    add("--model-size", choices=("tiny", "full"), default="full",
+    add("--model-size", choices=MODEL_SIZES, default="full",
         help="full: ESM-2 3B + DNABERT-S; tiny: small test configurations (seconds on a CPU)")
     devices = parser.add_argument_group("devices")
     devices.add_argument("--gpus", metavar="0,1,...", help="GPU indices to use (default: all visible GPUs)")
@@ -37,14 +47,16 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     devices.add_argument("--cpu", action="store_true", help="run on the CPU even when GPUs are visible")
     devices.add_argument("--cpu-workers", type=int, default=1, metavar="N",
                          help="with --cpu (or no GPU): N worker processes, as with N GPUs (tests the multi-GPU path)")
-    devices.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch, and processes for preprocessing a large plain FASTA (default: all cores)")
+    devices.add_argument("--threads", type=int, metavar="N",
+                         help="CPU threads for torch, and processes for preprocessing a large plain FASTA "
+                              "(default: all cores)")
     speed = parser.add_argument_group("optimisations (defaults: --variant all)")
     speed.add_argument("--variant", choices=("baseline", "all"),
                        help="baseline: the original's way (fp32, math attention, padded batches, models "
                             "reloaded per part, one GPU); all: every optimisation on")
-    speed.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"),
+    speed.add_argument("--precision", choices=PRECISIONS,
                        help="auto (default): bf16 on Ampere and newer, fp16 on older GPUs, fp32 on the CPU")
-    speed.add_argument("--attention", choices=("math", "sdpa", "varlen"),
+    speed.add_argument("--attention", choices=ATTENTIONS,
                        help="math: plain reference; sdpa (default): fused kernels per exact-length bucket; "
                             "varlen: packed flash attention for ESM-2 (torch >= 2.10, GPU)")
     speed.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
@@ -60,8 +72,10 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--max-memory-fraction", type=float, metavar="F",
                        help="cap the share of each GPU's memory torch may use (provokes OOM back-off)")
     runs = parser.add_argument_group("runs")
-    runs.add_argument("--resume", action="store_true", help="continue a killed run in OUTDIR, redoing only unfinished parts")
-    runs.add_argument("-f", "--force", action="store_true", help="overwrite a non-empty OUTDIR")
+    runs.add_argument("--resume", action="store_true",
+                      help="continue a killed run in OUTDIR, redoing only unfinished parts")
+    runs.add_argument("-f", "--force", action="store_true",
+                      help="replace the results of an earlier run in OUTDIR (only once the new ones are complete)")
     runs.add_argument("-k", "--keep-intermediate", action="store_true",
                       help="also write the original's chunked, nucleotide and protein FASTA files")
     runs.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -74,6 +88,8 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
                               "full: the fetch's default folder, when it holds them)")
     weights.add_argument("--trust-pickle", action="store_true",
                          help="allow unpickling the fair-esm .pt config (only for files you trust)")
+    # Test hook: run the parallel preprocessing and writing from this input size (bytes, rows); 0: always.
+    parser.add_argument("--parallel-from", type=int, metavar="N", help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess = commands.add_parser("preprocess", help="write the original's chunked and six-frame FASTA files")
     preprocess.add_argument("input", help="input FASTA (plain or gzip)")
     preprocess.add_argument("-o", "--output", required=True, metavar="OUTDIR")
-    preprocess.add_argument("-m", "--model-type", type=int, choices=(300, 500), default=500, help="chunk size")
+    preprocess.add_argument("-m", "--model-type", type=int, choices=MODEL_TYPES, default=500, help="chunk size")
 
     consensus = commands.add_parser("consensus", help="per-chunk calls from a per-frame prediction_results.txt")
     consensus.add_argument("predictions", help="prediction_results.txt")
@@ -100,11 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("model", choices=("esm2", "dnabert"))
     embed.add_argument("input", help="FASTA of proteins (esm2) or nucleotides (dnabert)")
     embed.add_argument("-o", "--output", required=True, metavar="OUT.safetensors")
-    embed.add_argument("--model-size", choices=("tiny", "full"), default="full")
+    embed.add_argument("--model-size", choices=MODEL_SIZES, default="full")
     embed.add_argument("--weights", metavar="PATH", help="ESM-2 file or DNABERT-S folder (default: random)")
     embed.add_argument("--trust-pickle", action="store_true")
     embed.add_argument("--cpu", action="store_true")
-    embed.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    embed.add_argument("--precision", choices=PRECISIONS, default="auto")
     embed.add_argument("--token-budget", type=int, metavar="N")
 
     convert = commands.add_parser("convert-weights",
@@ -120,46 +136,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "predict":
-            from vnp.fetch import apply_weights_dir
-            from vnp.predict import run
-
-            apply_weights_dir(args)
-            return run(args)
-        if args.command == "weights":
-            from vnp.fetch import run_weights_command
-
-            return run_weights_command(args)
-        if args.command == "preprocess":
-            from vnp.preprocess import preprocess_files
-
-            composition = preprocess_files(args.input, args.output, args.model_type)
-            print(f"vnp: {composition.reads} reads -> {composition.chunks} chunks -> {composition.frames} kept frames",
-                  file=sys.stderr)
-            return 0
-        if args.command == "consensus":
-            from vnp.consensus import consensus_file
-
-            rows = consensus_file(args.predictions, args.output)
-            print(f"vnp: wrote {rows} chunk calls", file=sys.stderr)
-            return 0
-        if args.command == "embed":
-            from vnp.embed import run as run_embed
-
-            return run_embed(args)
-        if args.command == "convert-weights":
-            from vnp.models.weights import convert_classifier
-
-            convert_classifier(args.source, args.destination, trust=args.trust)
-            return 0
+        return _run(args, argv)
     except VnpError as error:
         print(f"vnp: error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         print("vnp: interrupted", file=sys.stderr)
-        return 130
+        return exit_code(error)
+    except Terminated as error:
+        print("vnp: terminated", file=sys.stderr)
+        return error.exit_code
+    except OSError as error:  # disk full, read-only, no permission: the file and the system's reason
+        if not is_system_error(error):
+            raise
+        print(f"vnp: error: {one_line(error)}", file=sys.stderr)
+        return exit_code(error)
+
+
+def _run(args, argv: list[str]) -> int:
+    if args.command == "predict":
+        from vnp.fetch import apply_weights_dir
+        from vnp.options import PredictOptions
+        from vnp.predict import run
+
+        apply_weights_dir(args)
+        return run(PredictOptions.from_args(args, argv))
+    if args.command == "weights":
+        from vnp.fetch import run_weights_command
+
+        return run_weights_command(args)
+    if args.command == "preprocess":
+        from vnp.preprocess import preprocess_files
+
+        composition = preprocess_files(args.input, args.output, args.model_type)
+        print(f"vnp: {composition.reads} reads -> {composition.chunks} chunks -> {composition.frames} kept frames",
+              file=sys.stderr)
+        return 0
+    if args.command == "consensus":
+        from vnp.consensus import consensus_file
+
+        rows = consensus_file(args.predictions, args.output)
+        print(f"vnp: wrote {rows} chunk calls", file=sys.stderr)
+        return 0
+    if args.command == "embed":
+        from vnp.embed import run as run_embed
+
+        return run_embed(args)
+    if args.command == "convert-weights":
+        from vnp.models.weights import convert_classifier
+
+        convert_classifier(args.source, args.destination, trust=args.trust)
+        return 0
     return 2
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from vnp.atomic import atomic_write
 from vnp.engine.devices import resolve_devices, resolve_precision
 from vnp.engine.worker import MODEL_CONFIGS, Worker, WorkerConfig
-from vnp.errors import InputError, VnpError
+from vnp.errors import InputError
 
 
 def read_records(path: str) -> tuple[list[str], list[str]]:
@@ -52,9 +52,7 @@ def run(args) -> int:
 
     ids, sequences = read_records(args.input)
     devices, gpus = resolve_devices(None, args.cpu)
-    precision = resolve_precision(args.precision, gpus)
-    if devices == ["cpu"] and precision != "fp32":
-        raise VnpError(f"--precision {precision} needs a GPU; on the CPU use fp32")
+    precision = resolve_precision(args.precision, gpus)  # refuses fp16/bf16 without a GPU
     config = WorkerConfig(workdir="", device=devices[0], rank=0, world=1,
                           model_size=args.model_size, precision=precision,
                           token_budget={args.model: args.token_budget} if args.token_budget else {})

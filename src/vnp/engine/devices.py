@@ -13,6 +13,7 @@ import socket
 from vnp.errors import VnpError
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PRECISIONS = ("auto", *DTYPES)  # the --precision choices
 
 
 def _nvml_gpus() -> list[dict] | None:
@@ -68,21 +69,14 @@ def visible_gpus() -> list[dict]:
 
 def resolve_devices(gpus_option: str | None, force_cpu: bool) -> tuple[list[str], list[dict]]:
     """Device strings for the workers (``["cpu"]`` or ``["cuda:0", ...]``) and the GPUs' descriptions."""
+    wanted = None if gpus_option is None else _gpu_indices(gpus_option)  # checked even with --cpu
     if force_cpu:
         return ["cpu"], []
     available = visible_gpus()
-    if gpus_option is None:
+    if wanted is None:
         if not available:
             return ["cpu"], []
         return [f"cuda:{g['index']}" for g in available], available
-    try:
-        wanted = [int(v) for v in gpus_option.split(",") if v.strip()]
-    except ValueError:
-        raise VnpError(f"--gpus takes GPU indices like 0,1,2,3, not {gpus_option!r}") from None
-    if not wanted:
-        raise VnpError("--gpus is empty")
-    if len(set(wanted)) != len(wanted):
-        raise VnpError(f"--gpus lists a GPU twice: {gpus_option}")
     known = {g["index"]: g for g in available}
     missing = [w for w in wanted if w not in known]
     if missing:
@@ -91,8 +85,22 @@ def resolve_devices(gpus_option: str | None, force_cpu: bool) -> tuple[list[str]
     return [f"cuda:{w}" for w in wanted], [known[w] for w in wanted]
 
 
+def _gpu_indices(gpus_option: str) -> list[int]:
+    try:
+        wanted = [int(v) for v in gpus_option.split(",") if v.strip()]
+    except ValueError:
+        raise VnpError(f"--gpus takes GPU indices like 0,1,2,3, not {gpus_option!r}") from None
+    if not wanted:
+        raise VnpError("--gpus is empty")
+    if len(set(wanted)) != len(wanted):
+        raise VnpError(f"--gpus lists a GPU twice: {gpus_option}")
+    return wanted
+
+
 def resolve_precision(precision: str, gpus: list[dict]) -> str:
-    """``auto``: bf16 on Ampere and newer, fp16 on older GPUs, fp32 on the CPU."""
+    """``auto``: bf16 on Ampere and newer, fp16 on older GPUs, fp32 on the CPU (which has no other)."""
+    if not gpus and precision not in ("auto", "fp32"):
+        raise VnpError(f"--precision {precision} needs a GPU; on the CPU use fp32")
     if precision != "auto":
         return precision
     if not gpus:
