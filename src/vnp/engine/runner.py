@@ -95,8 +95,12 @@ class WorkerPool:
             if any(p.exitcode not in (None, 0) for p in self._processes):
                 break
         self._drain(summaries, failures, timeout=0)
-        self.close()
-        for config, process in zip(self.configs, self._processes):
+        if not failures and any(p.exitcode not in (None, 0) for p in self._processes):
+            self._drain(summaries, failures, timeout=2.0)  # a failed worker's last message may be in the pipe
+        self.close()  # stops the others (their exit codes then say only that we stopped them)
+        # A failure a worker reported explains the stop; an exit code alone comes second.
+        pairs = sorted(zip(self.configs, self._processes), key=lambda pair: pair[0].rank not in failures)
+        for config, process in pairs:
             if config.rank in failures or process.exitcode != 0:
                 reason, code = failures.get(config.rank, (f"exit code {process.exitcode}", VnpError.exit_code))
                 error = VnpError(f"worker on {config.device} failed: {reason}")
