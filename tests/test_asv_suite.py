@@ -13,6 +13,7 @@ import pytest
 
 from benchmarks import end_to_end, kernels, memory, scaling, stages, variants
 from benchmarks.harness import host
+from benchmarks.harness import suite as suite_module
 from tests.test_harness import FAKE_PIPELINE, calls
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +25,9 @@ CI_ENV = f"sysvenv-py{sys.version_info[0]}.{sys.version_info[1]}-VNP_BENCH_SCALE
 def memo(tmp_path, monkeypatch):
     """setup_cache's directory (asv runs the benchmarks in it) with a fast fake pipeline as the target."""
     fake = tmp_path / "fake_pipeline.py"
-    fake.write_text(FAKE_PIPELINE.format(repo=str(REPO)))
+    # The ci scale pins the pipeline's threads: the fake lists --threads too (and the reload switch).
+    flags = "[--quiet] [--threads N] [--persistent-models | --no-persistent-models]"
+    fake.write_text(FAKE_PIPELINE.format(repo=str(REPO)).replace("[--quiet]", flags))
     for name, value in {"VNP_BENCH_RECORDS": tmp_path / "records", "VNP_BENCH_WORK": tmp_path / "work",
                         "VNP_BENCH_CACHE": tmp_path / "cache", "VNP_BENCH_MACHINE": "testbox",
                         "FAKE_LOG": tmp_path / "calls.jsonl",
@@ -62,28 +65,47 @@ def test_discovery_touches_neither_torch_nor_cuda():
     assert done.stdout.strip() == "[]"
 
 
-def test_one_run_per_configuration_feeds_every_track(memo, tmp_path):
+def test_one_set_of_runs_per_configuration_feeds_every_track(memo, tmp_path):
+    repeats = suite_module.SCALE.repeats
+    assert repeats == 3  # the ci scale: three runs of each core configuration, reported as samples
     suite = end_to_end.EndToEnd()
     suite.setup(memo, "typical", 1)
-    assert suite.track_wall_seconds(memo, "typical", 1) > 0
-    assert suite.track_seconds_per_million_esm_tokens(memo, "typical", 1) > 0
+    wall = suite.track_wall_seconds(memo, "typical", 1)
+    assert wall["number"] == 1 and len(wall["samples"]) == repeats and min(wall["samples"]) > 0
     assert math.isnan(suite.track_peak_gpu_bytes(memo, "typical", 1))  # a CPU run has no GPU bytes: n/a
     other = stages.StageSeconds()
     other.setup(memo, "typical", 1, "esm2")
-    assert other.track_seconds(memo, "typical", 1, "esm2") == 3.0  # the fake's pipeline_state.json
+    assert other.track_seconds(memo, "typical", 1, "esm2")["samples"] == [3.0] * repeats  # pipeline_state.json
     once_more = scaling.Scaling()
     once_more.setup(memo, "typical", 1)
     assert once_more.track_scaling_inefficiency(memo, "typical", 1) == 0.0
-    assert len(calls(tmp_path)) == 1  # three suites, one pipeline run
+    assert len(calls(tmp_path)) == repeats  # three suites, one set of runs
+    assert all(argv[argv.index("--threads") + 1] == "1" for argv in calls(tmp_path))
+
+
+def test_the_ci_scale_projects_no_real_sample(memo):
+    suite = end_to_end.EndToEnd()
+    suite.setup(memo, "typical", 1)
+    with pytest.raises(NotImplementedError, match="project no real sample"):
+        suite.track_projected_full_sample_hours(memo, "typical", 1)
+
+
+def test_persistent_models_report_both_runs_not_their_difference(memo, tmp_path):
+    suite = memory.PersistentModels()
+    suite.setup(memo)
+    kept, reloaded = suite.track_seconds_persistent_models(memo), suite.track_seconds_reloading_models(memo)
+    assert min(kept["samples"]) > 0 and reloaded > 0  # two costs (the reload run once: not a core run)
+    assert sum("--no-persistent-models" in argv for argv in calls(tmp_path)) == 1
+    assert not hasattr(suite, "track_reload_seconds")
 
 
 def test_time_predict_times_one_more_validated_run(memo, tmp_path):
     timed = end_to_end.EndToEndTime()
     timed.setup(memo, "typical", 1)
     timed.time_predict(memo, "typical", 1)
-    assert len(calls(tmp_path)) == 2
+    assert len(calls(tmp_path)) == 3 + 1  # the core runs, then one more
     assert sorted(p.name for p in (tmp_path / "records").rglob("*.json")) == \
-           ["end_to_end-tiny-1gpu-all-r0.json", "end_to_end-tiny-1gpu-all-r1.json"]
+           [f"end_to_end-tiny-1gpu-all-r{r}.json" for r in range(4)]
     assert (timed.number, timed.repeat, timed.rounds, timed.min_run_count) == (1, 1, 1, 1)
 
 

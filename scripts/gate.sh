@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The regression gate, at any scale: is HEAD slower than BASE?
+#
+#   scripts/gate.sh BASE HEAD [asv continuous args]       # e.g. scripts/gate.sh main HEAD -b stages
+#   VNP_BENCH_SCALE=gpu scripts/gate.sh main HEAD          # on a GPU host (scripts/gpu_host.sh gate does this)
+#
+# Runs `asv continuous` on both commits (the scale's rounds, samples appended) with its results in a
+# throwaway directory, never in results/, then judges them with scripts/gate.py. Exit 0: nothing
+# regressed; 1: regressed or newly failing benchmarks, each listed with its ratio; 2: it could not run
+# (bad arguments, unknown commit, asv saved no results). The scale sets the factor, the rounds and which
+# benchmarks are judged (benchmarks/harness/scale.py); VNP_GATE_FACTOR overrides the factor.
+#
+# Environment: VNP_BENCH_SCALE (default ci), VNP_BENCH_PYTHON (default .venv/bin/python), VNP_BENCH_MACHINE.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ $# -lt 2 ]; then
+  sed -n '2,12p' "$0" >&2
+  exit 2
+fi
+base_name=$1 head_name=$2
+shift 2
+PY=${VNP_BENCH_PYTHON:-.venv/bin/python}
+export VNP_BENCH_SCALE=${VNP_BENCH_SCALE:-ci}
+fail() { echo "gate: $*" >&2; exit 2; }
+
+base=$(git rev-parse --verify --quiet "$base_name^{commit}") || fail "unknown commit: $base_name"
+head=$(git rev-parse --verify --quiet "$head_name^{commit}") || fail "unknown commit: $head_name"
+# The scale's gate settings, and this machine in asv's machine file (named with the scale: box-ci).
+settings=$("$PY" - <<'EOF'
+from benchmarks.harness import host, scale
+s = scale.current()
+host.write_asv_machine_file(host.machine_info())
+print(host.machine_name(), s.gate_rounds, s.gate_factor, s.gate_judged, "spawn" if s.on_gpu else "forkserver")
+EOF
+) || fail "could not read the scale's gate settings (VNP_BENCH_SCALE=$VNP_BENCH_SCALE)"
+read -r machine rounds factor judged launch <<<"$settings"
+factor=${VNP_GATE_FACTOR:-$factor}
+env_name="sysvenv-py$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-VNP_BENCH_SCALE$VNP_BENCH_SCALE"
+
+# A copy of asv.conf.json whose results and html go to a throwaway directory. asv works in its
+# configuration's directory and imports the plugin and reads pyproject.toml from there: link them.
+work=$(mktemp -d "${TMPDIR:-/tmp}/vnp-gate.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+"$PY" - "$work" <<'EOF' || fail "could not write the gate's asv configuration"
+import json, sys
+from pathlib import Path
+repo, work = Path.cwd(), Path(sys.argv[1])
+config = json.loads((repo / "asv.conf.json").read_text())
+config.update(repo=str(repo), benchmark_dir=str(repo / "benchmarks"), env_dir=str(repo / ".asv" / "env"),
+              results_dir=str(work / "results"), html_dir=str(work / "html"))
+(work / "asv.conf.json").write_text(json.dumps(config, indent=1))
+for name in ("asv_plugins", "pyproject.toml"):
+    (work / name).symlink_to(repo / name)
+EOF
+
+echo "gate: $VNP_BENCH_SCALE scale, $base_name ($(git rev-parse --short "$base")) -> $head_name ($(git rev-parse --short "$head")):" \
+     "$rounds round(s), factor $factor, judging /$judged/"
+for round in $(seq "$rounds"); do
+  echo "gate: round $round of $rounds"
+  # asv's own exit code is not the verdict: it is 2 (and prints no table) when any benchmark fails.
+  "$PY" -m asv --config "$work/asv.conf.json" continuous --machine "$machine" -E "$env_name" \
+    --launch-method "$launch" --factor "$factor" --append-samples --interleave-rounds "$@" "$base" "$head"
+done
+"$PY" scripts/gate.py --results "$work/results" --machine "$machine" --env "$env_name" \
+  --base "$base" --head "$head" --factor "$factor" --judged "$judged"
