@@ -10,12 +10,13 @@
 # (bad arguments, unknown commit, asv saved no results). The scale sets the factor, the rounds and which
 # benchmarks are judged (benchmarks/harness/scale.py); VNP_GATE_FACTOR overrides the factor.
 #
-# Environment: VNP_BENCH_SCALE (default ci), VNP_BENCH_PYTHON (default .venv/bin/python), VNP_BENCH_MACHINE.
+# Environment: VNP_BENCH_SCALE (default ci), VNP_BENCH_PYTHON (default .venv/bin/python), VNP_BENCH_MACHINE,
+# VNP_GATE_KEEP=1 (keep the throwaway results directory, to look at the samples).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 2 ]; then
-  sed -n '2,12p' "$0" >&2
+  sed -n '2,14p' "$0" >&2
   exit 2
 fi
 base_name=$1 head_name=$2
@@ -41,7 +42,7 @@ env_name="sysvenv-py$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2]
 # A copy of asv.conf.json whose results and html go to a throwaway directory. asv works in its
 # configuration's directory and imports the plugin and reads pyproject.toml from there: link them.
 work=$(mktemp -d "${TMPDIR:-/tmp}/vnp-gate.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+if [ -n "${VNP_GATE_KEEP:-}" ]; then echo "gate: keeping $work"; else trap 'rm -rf "$work"' EXIT; fi
 "$PY" - "$work" <<'EOF' || fail "could not write the gate's asv configuration"
 import json, sys
 from pathlib import Path
