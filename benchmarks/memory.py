@@ -89,7 +89,7 @@ class PersistentModels(PipelineSuite):
 
     def track_resident_extra_bytes(self, memo):
         """GPU bytes persistent models cost at peak (with them minus without them, 0 if not more)."""
-        kept, reloaded = median(self.kept, "peak_gpu_allocated_bytes"), median(self.reloaded, "peak_gpu_allocated_bytes")
+        kept, reloaded = (median(runs, "peak_gpu_allocated_bytes") for runs in (self.kept, self.reloaded))
         return number(None if kept is None or reloaded is None else max(0, kept - reloaded))
 
     track_resident_extra_bytes.unit = "bytes"

@@ -1,5 +1,6 @@
 """Scaling over 1, 2, 4 and 8 GPUs (as many as the host has): seconds, and the share of the extra GPUs
-that is wasted, 1 - T1 / (n * Tn) (0 when better than linear), for the whole run and for ESM-2 alone. Reads end_to_end's runs."""
+that is wasted, 1 - T1 / (n * Tn) (0 when better than linear), for the whole run and for ESM-2 alone.
+Reads end_to_end's runs (the median of their repeats)."""
 
 from benchmarks.harness.scale import GPU_COUNTS
 from benchmarks.harness.suite import PipelineSuite, core_run, median, number, value

@@ -30,18 +30,25 @@ DEFAULT_VENDOR = REPO / ".asv" / "dashboard-vendor"
 # npm tarball -> its sha512 (npm's `integrity`). flot 0.8.3 on npm ships the plugins unminified (the same
 # code as the CDN's .min.js); stupidtable 1.0.1 is not on npm: 1.1.3 is its npm release, same API.
 PACKAGES = {
-    "jquery-3.3.1.tgz": "Ubldcmxp5np52/ENotGxlLe6aGMvmF4R8S6tZjsP6Knsaxd/xp3Zrh50cG93lR6nPXyUFwzN3ZSOQI0wRJNdGg==",
-    "flot-0.8.3.tgz": "xg2otcTJDvS+ERK+my4wxG/ASq90QURXtoM4LhacCq0jQW2jbyjdttbRNqU2cPykrpMvJ6b2uSp6SAgYAzj9tQ==",
-    "flot-orderbars-1.0.0.tgz": "Jv51fvzevUjNXEeozpwEKfPjhiZhfiJddv0WHjduUTCmSF+7T5K7C9c9Y1wIVmUhDBv5fLMjgbwKecT0GIKPZA==",
-    "stupid-table-plugin-1.1.3.tgz": "2Vk7XouQPxUQPRe9w0Fu7ZZ8kHLK7rDoLMsCgtKxRNJ7f4dSOGvW9CkHsq5wD6QsaEnWoyLBYH3xOEsrK3yWBg==",
-    "blueimp-md5-2.19.0.tgz": "DRQrD6gJyy8FbiE4s+bDoXS9hiW3Vbx5uCdwvcCf3zLHL+Iv7LtGHLpr+GZV8rHG8tK766FGYBwRbu8pELTt+w==",
-    "bootstrap-3.1.1.tgz": "TAzqS8E/ISpVHP29gYhy+1NSV+FJwApDVQhDfgLYsIuUDJiqJzH2DfORN5tiu+Ie2iBLrzEG34t4Rf465cigqg==",
+    "jquery-3.3.1.tgz":
+        "Ubldcmxp5np52/ENotGxlLe6aGMvmF4R8S6tZjsP6Knsaxd/xp3Zrh50cG93lR6nPXyUFwzN3ZSOQI0wRJNdGg==",
+    "flot-0.8.3.tgz":
+        "xg2otcTJDvS+ERK+my4wxG/ASq90QURXtoM4LhacCq0jQW2jbyjdttbRNqU2cPykrpMvJ6b2uSp6SAgYAzj9tQ==",
+    "flot-orderbars-1.0.0.tgz":
+        "Jv51fvzevUjNXEeozpwEKfPjhiZhfiJddv0WHjduUTCmSF+7T5K7C9c9Y1wIVmUhDBv5fLMjgbwKecT0GIKPZA==",
+    "stupid-table-plugin-1.1.3.tgz":
+        "2Vk7XouQPxUQPRe9w0Fu7ZZ8kHLK7rDoLMsCgtKxRNJ7f4dSOGvW9CkHsq5wD6QsaEnWoyLBYH3xOEsrK3yWBg==",
+    "blueimp-md5-2.19.0.tgz":
+        "DRQrD6gJyy8FbiE4s+bDoXS9hiW3Vbx5uCdwvcCf3zLHL+Iv7LtGHLpr+GZV8rHG8tK766FGYBwRbu8pELTt+w==",
+    "bootstrap-3.1.1.tgz":
+        "TAzqS8E/ISpVHP29gYhy+1NSV+FJwApDVQhDfgLYsIuUDJiqJzH2DfORN5tiu+Ie2iBLrzEG34t4Rf465cigqg==",
 }
 # CDN address in asv's page -> (tarball, file in it). Bootstrap's CSS finds its fonts at ../fonts/.
 CDN = {
     "https://code.jquery.com/jquery-3.3.1.min.js": ("jquery-3.3.1.tgz", "dist/jquery.min.js"),
     "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.min.js": ("flot-0.8.3.tgz", "jquery.flot.js"),
-    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.time.min.js": ("flot-0.8.3.tgz", "jquery.flot.time.js"),
+    "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.time.min.js":
+        ("flot-0.8.3.tgz", "jquery.flot.time.js"),
     "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.selection.min.js":
         ("flot-0.8.3.tgz", "jquery.flot.selection.js"),
     "https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.categories.min.js":
@@ -50,8 +57,10 @@ CDN = {
         ("flot-orderbars-1.0.0.tgz", "js/jquery.flot.orderBars.js"),
     "https://cdnjs.cloudflare.com/ajax/libs/stupidtable/1.0.1/stupidtable.min.js":
         ("stupid-table-plugin-1.1.3.tgz", "stupidtable.min.js"),
-    "https://cdnjs.cloudflare.com/ajax/libs/blueimp-md5/2.19.0/js/md5.min.js": ("blueimp-md5-2.19.0.tgz", "js/md5.min.js"),
-    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/js/bootstrap.min.js": ("bootstrap-3.1.1.tgz", "dist/js/bootstrap.min.js"),
+    "https://cdnjs.cloudflare.com/ajax/libs/blueimp-md5/2.19.0/js/md5.min.js":
+        ("blueimp-md5-2.19.0.tgz", "js/md5.min.js"),
+    "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/js/bootstrap.min.js":
+        ("bootstrap-3.1.1.tgz", "dist/js/bootstrap.min.js"),
     "https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css":
         ("bootstrap-3.1.1.tgz", "dist/css/bootstrap.min.css"),
 }

@@ -56,6 +56,15 @@ def test_every_metric_has_a_unit_and_named_parameters():
         assert len(getattr(cls, "params", ())) == len(getattr(cls, "param_names", ())), cls.__name__
 
 
+def test_ci_and_gpu_points_of_one_host_never_share_a_machine(monkeypatch):
+    monkeypatch.setenv("VNP_BENCH_MACHINE", "box")
+    names = {}
+    for scale in ("ci", "gpu", "full"):
+        monkeypatch.setenv("VNP_BENCH_SCALE", scale)
+        names[scale] = host.machine_name()
+    assert names == {"ci": "box-ci", "gpu": "box", "full": "box"}  # gpu and full differ by environment
+
+
 def test_discovery_touches_neither_torch_nor_cuda():
     """asv imports every module to discover the suite (and forks from it): CUDA must not start there."""
     code = ("import importlib, pkgutil, sys, benchmarks\n"

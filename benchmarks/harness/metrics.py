@@ -38,7 +38,8 @@ def summarise(rec: dict, full_sample: dict | None = None) -> dict:
         "peak_gpu_reserved_bytes": max((d.get("peak_reserved_bytes") or 0 for d in gpu_devices), default=None),
         "fragmentation_bytes": max(((d.get("peak_reserved_bytes") or 0) - (d.get("peak_allocated_bytes") or 0)
                                     for d in gpu_devices), default=None),
-        "oom_backoffs": sum(d.get("oom_backoffs") or 0 for s in run.get("stages") or [] for d in s.get("devices") or []),
+        "oom_backoffs": sum(d.get("oom_backoffs") or 0
+                            for s in run.get("stages") or [] for d in s.get("devices") or []),
         "stage_seconds": {s["name"]: s.get("seconds") for s in run.get("stages") or []},
         "stage_seconds_without_cpu_wait": without_wait,
         "stage_cpu_seconds": cpu,

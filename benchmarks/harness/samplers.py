@@ -119,7 +119,7 @@ class Sampler:
                 run_ns, wait_ns = handle.read().split()[:2]
         except (OSError, ValueError):  # not Linux, or the process just exited
             return
-        for name, value in zip(SCHED_COLUMNS, (now, pid, int(run_ns) / 1e9, int(wait_ns) / 1e9)):
+        for name, value in zip(SCHED_COLUMNS, (now, pid, int(run_ns) / 1e9, int(wait_ns) / 1e9), strict=True):
             self.sched[name].append(value)
 
     def _refresh_tree(self, psutil) -> None:

@@ -26,7 +26,8 @@ import os
 import statistics
 from pathlib import Path
 
-from benchmarks.harness import datasets, metrics, runs, scale as scales
+from benchmarks.harness import datasets, metrics, runs
+from benchmarks.harness import scale as scales
 
 SCALE = scales.current()
 
