@@ -4,8 +4,9 @@
 #   scripts/gate.sh BASE HEAD [asv continuous args]       # e.g. scripts/gate.sh main HEAD -b stages
 #   VNP_BENCH_SCALE=gpu scripts/gate.sh main HEAD          # on a GPU host (scripts/gpu_host.sh gate does this)
 #
-# Runs `asv continuous` on both commits (the scale's rounds, samples appended) with its results in a
-# throwaway directory, never in results/, then judges them with scripts/gate.py. Exit 0: nothing
+# Runs `asv continuous` on both commits (the scale's rounds, samples appended) with its results and the
+# runs' RunRecords in a throwaway directory, never in results/ or records/, then judges them with
+# scripts/gate.py. Exit 0: nothing
 # regressed; 1: regressed or newly failing benchmarks, each listed with its ratio; 2: it could not run
 # (bad arguments, unknown commit, asv saved no results). The scale sets the factor, the rounds and which
 # benchmarks are judged (benchmarks/harness/scale.py); VNP_GATE_FACTOR overrides the factor.
@@ -16,7 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 2 ]; then
-  sed -n '2,14p' "$0" >&2
+  sed -n '2,15p' "$0" >&2
   exit 2
 fi
 base_name=$1 head_name=$2
@@ -43,6 +44,8 @@ env_name="sysvenv-py$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2]
 # configuration's directory and imports the plugin and reads pyproject.toml from there: link them.
 work=$(mktemp -d "${TMPDIR:-/tmp}/vnp-gate.XXXXXX")
 if [ -n "${VNP_GATE_KEEP:-}" ]; then echo "gate: keeping $work"; else trap 'rm -rf "$work"' EXIT; fi
+# The compared commits' RunRecords are as throwaway as their results.
+export VNP_BENCH_RECORDS=$work/records
 "$PY" - "$work" <<'EOF' || fail "could not write the gate's asv configuration"
 import json, sys
 from pathlib import Path

@@ -92,4 +92,5 @@ def test_the_gate_names_a_planted_esm2_slowdown(tmp_path):
     assert done.returncode == 1, "\n".join(verdict) + done.stdout[-3000:] + done.stderr[-3000:]
     assert any("REGRESSED" in line and "track_seconds_without_cpu_wait('large', 1, 'esm2')" in line
                for line in verdict), "\n".join(verdict)
-    assert not (clone / "results" / "gatetest-ci").exists()  # the throwaway commit's results went nowhere
+    # the throwaway commit's results and RunRecords went nowhere near the repository's own
+    assert not (clone / "results" / "gatetest-ci").exists() and not (clone / "records" / "gatetest-ci").exists()
