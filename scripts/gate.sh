@@ -7,8 +7,9 @@
 # Runs `asv continuous` on both commits (the scale's rounds, samples appended) with its results and the
 # runs' RunRecords in a throwaway directory, never in results/ or records/, then judges them with
 # scripts/gate.py. Exit 0: nothing regressed; 1: regressed or newly failing benchmarks, each listed with
-# its ratio; 2: it could not run (bad arguments, unknown commit, asv saved no results). The scale sets the factor, the rounds and which
-# benchmarks are judged (benchmarks/harness/scale.py); VNP_GATE_FACTOR overrides the factor.
+# its ratio; 2: it could not run (bad arguments, unknown commit, asv saved no results). The scale sets
+# the factor, the rounds and which benchmarks are judged (benchmarks/harness/scale.py); VNP_GATE_FACTOR
+# overrides the factor.
 #
 # Environment: VNP_BENCH_SCALE (default ci), VNP_BENCH_PYTHON (default .venv/bin/python), VNP_BENCH_MACHINE,
 # VNP_GATE_KEEP=1 (keep the throwaway results directory, to look at the samples).
@@ -16,7 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [ $# -lt 2 ]; then
-  sed -n '2,14p' "$0" >&2
+  sed -n '2,15p' "$0" >&2
   exit 2
 fi
 base_name=$1 head_name=$2
