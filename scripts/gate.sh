@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The regression gate, at any scale: is HEAD slower than BASE?
 #
-#   scripts/gate.sh BASE HEAD [asv continuous args]       # e.g. scripts/gate.sh main HEAD -b stages
+#   scripts/gate.sh BASE HEAD [asv run args]              # e.g. scripts/gate.sh main HEAD -b stages
 #   VNP_BENCH_SCALE=gpu scripts/gate.sh main HEAD          # on a GPU host (scripts/gpu_host.sh gate does this)
 #
-# Runs `asv continuous` on both commits (the scale's rounds, samples appended) with its results and the
-# runs' RunRecords in a throwaway directory, never in results/ or records/, then judges them with
-# scripts/gate.py. Exit 0: nothing regressed; 1: regressed or newly failing benchmarks, each listed with
-# its ratio; 2: it could not run (bad arguments, unknown commit, asv saved no results). The scale sets
+# `asv continuous` done in rounds: `asv run` of both commits, in alternating order, samples appended, with
+# results and the runs' RunRecords in a throwaway directory, never in results/ or records/; then
+# `asv compare`'s table and the verdict of scripts/gate.py (asv's rule, without asv's blind spots).
+# Exit 0: nothing regressed; 1: regressed or newly failing benchmarks, each listed with its ratio; 2: it
+# could not run (bad arguments, unknown commit, asv saved no results). The scale sets
 # the factor, the rounds and which benchmarks are judged (benchmarks/harness/scale.py); VNP_GATE_FACTOR
 # overrides the factor.
 #
@@ -60,11 +61,17 @@ EOF
 
 echo "gate: $VNP_BENCH_SCALE scale, $base_name ($(git rev-parse --short "$base")) -> $head_name ($(git rev-parse --short "$head")):" \
      "$rounds round(s), factor $factor, judging /$judged/"
+asv=("$PY" -m asv --config "$work/asv.conf.json")
 for round in $(seq "$rounds"); do
+  # `asv continuous` always runs HEAD first. Alternating the order (HEAD BASE, BASE HEAD, ...) spreads load
+  # that changes over minutes evenly over both commits; the samples of all rounds add up.
+  if [ $((round % 2)) -eq 1 ]; then printf '%s\n' "$head" "$base"; else printf '%s\n' "$base" "$head"; fi >"$work/order"
   echo "gate: round $round of $rounds"
-  # asv's own exit code is not the verdict: it is 2 (and prints no table) when any benchmark fails.
-  "$PY" -m asv --config "$work/asv.conf.json" continuous --machine "$machine" -E "$env_name" \
-    --launch-method "$launch" --factor "$factor" --append-samples --interleave-rounds "$@" "$base" "$head"
+  # asv's exit code is not the verdict: it is 2 as soon as any benchmark fails, and judges nothing.
+  "${asv[@]}" run --machine "$machine" -E "$env_name" --launch-method "$launch" --append-samples "$@" \
+    "HASHFILE:$work/order"
 done
+# asv's own table of what changed (it always exits 0), then the verdict.
+"${asv[@]}" compare --machine "$machine" -E "$env_name" --factor "$factor" --only-changed --sort ratio "$base" "$head"
 "$PY" scripts/gate.py --results "$work/results" --machine "$machine" --env "$env_name" \
   --base "$base" --head "$head" --factor "$factor" --judged "$judged"

@@ -11,7 +11,7 @@ every configuration up front, since asv does not parameterise it).
 Skipped configurations raise NotImplementedError (asv: n/a); failed or unvalidated ones raise
 RuntimeError (asv: failed) in every benchmark that reads them, so no number is reported for them.
 
-A core configuration runs `SCALE.repeats` times (3 at the ci scale, where one run says little on a shared
+A core configuration runs `SCALE.repeats` times (2 at the ci scale, where one run says little on a shared
 CPU); its tracks then return the runs as samples (`{"samples": [...], "number": 1}`, the form asv 0.6's
 runner stores for timing benchmarks), so asv reports their median with a confidence interval, compares
 commits by a rank test, and `--append-samples` adds the samples of later rounds.
