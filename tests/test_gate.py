@@ -81,7 +81,8 @@ def test_the_gate_names_a_planted_esm2_slowdown(tmp_path):
     plant_esm2_sleep(clone)
     git(clone, "commit", "--quiet", "-am", "planted: the ESM-2 stage sleeps 30% of its own time")
     env = {**os.environ, "HOME": str(tmp_path), "VNP_BENCH_PYTHON": sys.executable, "VNP_BENCH_MACHINE": "gatetest",
-           "VNP_BENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+           "VNP_BENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "VNP_CACHE_DIR": os.environ.get("VNP_CACHE_DIR", str(Path.home() / ".cache" / "vnp"))}
     for name in ("VNP_BENCH_SCALE", "VNP_BENCH_COMMAND", "VNP_BENCH_DATA", "VNP_BENCH_RECORDS", "PYTHONPATH"):
         env.pop(name, None)
     # The judged figures of the ESM-2 stage of the larger ci dataset: 16 pipeline runs, a few minutes.
