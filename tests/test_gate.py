@@ -95,3 +95,27 @@ def test_the_gate_names_a_planted_esm2_slowdown(tmp_path):
                for line in verdict), "\n".join(verdict)
     # the throwaway commit's results and RunRecords went nowhere near the repository's own
     assert not (clone / "results" / "gatetest-ci").exists() and not (clone / "records" / "gatetest-ci").exists()
+
+
+# -- the figures the ci gate judges ------------------------------------------------------------------
+
+def scheduled_record(waits: list[float]) -> dict:
+    """A worker (pid 7) whose ESM-2 stage spans t = 10..12 s; its main thread's cumulative CPU wait `waits`
+    at t = 9..13 and 0.25 s of CPU per second."""
+    device = {"device": "cpu", "seconds": 2.0, "intervals": [[10.0, 12.0]]}
+    stage = {"name": "esm2", "seconds": 2.0, "devices": [device]}
+    t = [9.0, 10.0, 11.0, 12.0, 13.0]
+    return {"run": {"stages": [stage], "workers": [{"device": "cpu", "pid": 7}]},
+            "samples": {"sched": {"t": t, "pid": [7] * 5, "run_s": [0.25 * (x - 9) for x in t], "wait_s": waits}}}
+
+
+def test_a_stage_less_its_cpu_wait_keeps_what_the_commit_spends():
+    from benchmarks.harness import metrics
+
+    without_wait, cpu = metrics.stage_scheduling(scheduled_record([0.0, 0.2, 0.7, 1.2, 1.3]))
+    assert without_wait == {"esm2": pytest.approx(2.0 - 1.0)} and cpu == {"esm2": pytest.approx(0.5)}
+    idle, _ = metrics.stage_scheduling(scheduled_record([0.0] * 5))  # no wait: the wall time, sleep and all
+    assert idle == {"esm2": pytest.approx(2.0)}
+    late = scheduled_record([0.0] * 5)
+    late["samples"]["sched"]["t"] = [10.5, 11.0, 11.5, 12.0, 13.0]  # worker first seen after the stage began
+    assert metrics.stage_scheduling(late) == ({}, {})
