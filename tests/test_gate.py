@@ -119,3 +119,16 @@ def test_a_stage_less_its_cpu_wait_keeps_what_the_commit_spends():
     late = scheduled_record([0.0] * 5)
     late["samples"]["sched"]["t"] = [10.5, 11.0, 11.5, 12.0, 13.0]  # worker first seen after the stage began
     assert metrics.stage_scheduling(late) == ({}, {})
+
+
+def test_memory_that_shrinks_is_no_negative_cost():
+    from benchmarks.harness import metrics
+
+    t = [i / 2 for i in range(21)]
+    rec = {"harness": {"wall_seconds": 10.0, "expected": {"esm_tokens": 1000}, "gpus": 1},
+           "run": {"stages": [{"name": "esm2", "start": 0.0, "end": 10.0, "seconds": 10.0,
+                               "devices": [{"device": "cpu", "batches": 10}]}]},
+           "samples": {"nvml": {"t": [], "gpu": [], "mem_used_bytes": []},
+                       "host": {"t": t, "rss_bytes": [1e9 - 1e6 * x for x in t]}}}
+    assert metrics.leak_per_batch(rec)[1] < 0  # RSS fell ...
+    assert metrics.summarise(rec)["host_bytes_per_batch"] == 0.0  # ... which is no benefit, and no cost
