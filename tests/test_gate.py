@@ -126,7 +126,7 @@ def test_memory_that_shrinks_is_no_negative_cost():
 
     t = [i / 2 for i in range(21)]
     rec = {"harness": {"wall_seconds": 10.0, "expected": {"esm_tokens": 1000}, "gpus": 1},
-           "run": {"stages": [{"name": "esm2", "start": 0.0, "end": 10.0, "seconds": 10.0,
+           "run": {"stages": [{"name": "esm2", "start": 1.0, "end": 10.0, "seconds": 9.0,
                                "devices": [{"device": "cpu", "batches": 10}]}]},
            "samples": {"nvml": {"t": [], "gpu": [], "mem_used_bytes": []},
                        "host": {"t": t, "rss_bytes": [1e9 - 1e6 * x for x in t]}}}
