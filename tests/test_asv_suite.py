@@ -64,6 +64,8 @@ def test_ci_and_gpu_points_of_one_host_never_share_a_machine(monkeypatch):
         monkeypatch.setenv("VNP_BENCH_SCALE", scale)
         names[scale] = host.machine_name()
     assert names == {"ci": "box-ci", "gpu": "box", "full": "box"}  # gpu and full differ by environment
+    monkeypatch.setenv("VNP_BENCH_MACHINE", "box-ci")  # e.g. the only machine in ~/.asv-machine.json
+    assert host.machine_name() == "box"  # (VNP_BENCH_SCALE is still full)
 
 
 def test_discovery_touches_neither_torch_nor_cuda():

@@ -118,8 +118,10 @@ def machine_name() -> str:
             machines = [k for k in json.loads((Path.home() / ".asv-machine.json").read_text()) if k != "version"]
             name = machines[0] if len(machines) == 1 else None
     name = name or socket.gethostname().split(".")[0]
-    suffix = "" if scale.current().on_gpu else f"-{scale.current().name}"
-    return name if name.endswith(suffix) else name + suffix
+    for other in scale.SCALES.values():  # the suffix is the scale's to decide: box-ci at the gpu scale is box
+        if not other.on_gpu:
+            name = name.removesuffix(f"-{other.name}")
+    return name if scale.current().on_gpu else f"{name}-{scale.current().name}"
 
 
 def write_asv_machine_file(info: dict, path: Path | None = None) -> Path:
