@@ -76,6 +76,7 @@ class Forward:
     def setup(self, model):
         try:
             import torch
+
             from vnp.models.weights import load_dnabert, load_esm2
         except ImportError:
             raise NotImplementedError("this commit has no vnp.models.weights") from None

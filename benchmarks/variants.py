@@ -2,8 +2,7 @@
 models reloaded per part), baseline plus one switch, and everything on (the pipeline's defaults). On one
 GPU, on the scale's typical dataset, back to back: seconds and peak GPU bytes each."""
 
-from benchmarks.harness import runs
-from benchmarks.harness.suite import SCALE, PipelineSuite, value
+from benchmarks.harness.suite import SCALE, PipelineSuite, spec, value
 
 BASELINE = {"variant": "baseline"}
 # asv parameter -> (record label, as the report names variants; options that differ from the defaults)
@@ -17,11 +16,11 @@ VARIANTS = {
 }
 
 
-def variant_run(variant: str) -> runs.RunSpec:
+def variant_run(variant: str):
     if variant == "+bf16" and not SCALE.on_gpu:
         raise NotImplementedError("bf16 needs a GPU")
     label, options = VARIANTS[variant]
-    return runs.RunSpec.make("variants", SCALE.variants_role, 1, label, options)
+    return spec("variants", SCALE.variants_role, 1, label, options)
 
 
 class Variants(PipelineSuite):
@@ -35,18 +34,18 @@ class Variants(PipelineSuite):
         self.metrics = self.run(memo, variant_run(variant))
 
     def track_seconds(self, memo, variant):
-        return value(self.metrics["wall_seconds"])
+        return value(self.metrics, "wall_seconds")
 
     track_seconds.unit = "s"
 
     def track_peak_gpu_allocated_bytes(self, memo, variant):
         """torch's peak allocated bytes over the GPU stages (n/a on the CPU)."""
-        return value(self.metrics["peak_gpu_allocated_bytes"])
+        return value(self.metrics, "peak_gpu_allocated_bytes")
 
     track_peak_gpu_allocated_bytes.unit = "bytes"
 
     def track_peak_gpu_bytes(self, memo, variant):
         """NVML's peak memory used (n/a without a GPU)."""
-        return value(self.metrics["peak_gpu_bytes_nvml"])
+        return value(self.metrics, "peak_gpu_bytes_nvml")
 
     track_peak_gpu_bytes.unit = "bytes"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks on an offline GPU host whose system Python has torch and CUDA (recipe: scripts/gpu_host.md).
 #
-#   scripts/gpu_host.sh wheelhouse              # where pip works: wheels of what the host lacks, into .whl/
+#   scripts/gpu_host.sh wheelhouse              # where pip and npm work: wheels of what the host lacks, and the
+#                                               # dashboard's npm packages, into .whl/ (and .whl/npm/)
 #   scripts/gpu_host.sh setup                   # on the host: .asv/bench-venv (system site-packages + wheels)
 #   scripts/gpu_host.sh run [gpu|full] [ARGS]   # asv run at that scale (default gpu) on HEAD, then publish
-#   scripts/gpu_host.sh gate BASE [HEAD] [ARGS] # asv continuous: exit 1 if HEAD is slower than BASE
+#   scripts/gpu_host.sh gate BASE [HEAD] [ARGS] # scripts/gate.sh at the gpu scale: exit 1 if HEAD is slower
 #   scripts/gpu_host.sh publish                 # rebuild html/ from results/
 #
 # Environment: VNP_WHEELHOUSE (default .whl), VNP_HOST_PYTHON (the host's Python with torch, default
@@ -25,11 +26,8 @@ PACKAGES=(asv==0.6.6 asv-runner==0.3.2 pympler build setuptools wheel packaging 
 bench_env() {  # offline pip for asv's per-commit environments, the bench venv's Python for everything
   export PIP_NO_INDEX=1 PIP_FIND_LINKS=$(realpath "$WHEELS")
   export VNP_BENCH_PYTHON=$VENV/bin/python VNP_BENCH_MACHINE=${VNP_BENCH_MACHINE:-$(hostname -s)}
+  export VNP_DASHBOARD_VENDOR=$(realpath "$WHEELS")/npm  # the dashboard's npm packages, carried offline
   [ -x "$VNP_BENCH_PYTHON" ] || { echo "gpu_host: run '$0 setup' first" >&2; exit 1; }
-}
-
-env_name() {
-  echo "sysvenv-py$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-VNP_BENCH_SCALE$1"
 }
 
 case "${1:-}" in
@@ -39,6 +37,7 @@ case "${1:-}" in
     [ -n "${VNP_HOST_PY_VERSION:-}" ] && target+=(--python-version "$VNP_HOST_PY_VERSION")
     [ -n "${VNP_HOST_PLATFORM:-}" ] && target+=(--platform "$VNP_HOST_PLATFORM")
     "$HOST_PYTHON" -m pip download --only-binary=:all: -d "$WHEELS" "${target[@]}" "${PACKAGES[@]}"
+    "$HOST_PYTHON" scripts/dashboard.py fetch "$WHEELS/npm"  # the dashboard's scripts and styles, offline
     echo "gpu_host: $(ls "$WHEELS" | wc -l) wheels in $WHEELS; carry them to the GPU host with the repository"
     ;;
   setup)
@@ -66,18 +65,15 @@ case "${1:-}" in
     base=${2:?usage: $0 gate BASE [HEAD] [asv continuous args]}
     head=${3:-HEAD}
     shift $(( $# < 3 ? $# : 3 ))
-    "$VNP_BENCH_PYTHON" -m benchmarks.harness.host --write
-    # Exit 1 when a benchmark got worse by more than --factor (default here 1.1) or newly fails, 2 when
-    # one fails to run; the table names the regressed benchmarks.
-    VNP_BENCH_SCALE=gpu "$VNP_BENCH_PYTHON" -m asv continuous --machine "$VNP_BENCH_MACHINE" -E "$(env_name gpu)" \
-      --launch-method spawn --factor 1.1 "$@" "$base" "$head"
+    VNP_BENCH_SCALE=gpu scripts/gate.sh "$base" "$head" "$@"
     ;;
   publish)
     bench_env
     "$VNP_BENCH_PYTHON" -m asv publish
+    "$VNP_BENCH_PYTHON" scripts/dashboard.py localize html
     ;;
   *)
-    sed -n '2,12p' "$0"
+    sed -n '2,13p' "$0"
     exit 2
     ;;
 esac

@@ -14,4 +14,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     --extra-index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
 fi
 .venv/bin/pip install --quiet -e ".[test,workflow]"
+# The dashboard's scripts and styles (jQuery, flot, Bootstrap) as npm packages, so html/ opens offline.
+.venv/bin/python scripts/dashboard.py fetch || echo "setup: no npm packages for the dashboard (needs npm)" >&2
 .venv/bin/python -c "import torch, vnp; print(f'vnp {vnp.__version__}, torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}')"

@@ -10,21 +10,26 @@ import sys
 from pathlib import Path
 
 import pytest
+from asv_runner.benchmarks.mark import SkipNotImplemented
 
 from benchmarks import end_to_end, kernels, memory, scaling, stages, variants
 from benchmarks.harness import host
+from benchmarks.harness import suite as suite_module
 from tests.test_harness import FAKE_PIPELINE, calls
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = (end_to_end, stages, variants, memory, scaling, kernels)
 CI_ENV = f"sysvenv-py{sys.version_info[0]}.{sys.version_info[1]}-VNP_BENCH_SCALEci"
+CI_MACHINE = "ci-test-ci"  # at the ci scale the harness names machines <name>-ci
 
 
 @pytest.fixture
 def memo(tmp_path, monkeypatch):
     """setup_cache's directory (asv runs the benchmarks in it) with a fast fake pipeline as the target."""
     fake = tmp_path / "fake_pipeline.py"
-    fake.write_text(FAKE_PIPELINE.format(repo=str(REPO)))
+    # The ci scale pins the pipeline's threads: the fake lists --threads too (and the reload switch).
+    flags = "[--quiet] [--threads N] [--persistent-models | --no-persistent-models]"
+    fake.write_text(FAKE_PIPELINE.format(repo=str(REPO)).replace("[--quiet]", flags))
     for name, value in {"VNP_BENCH_RECORDS": tmp_path / "records", "VNP_BENCH_WORK": tmp_path / "work",
                         "VNP_BENCH_CACHE": tmp_path / "cache", "VNP_BENCH_MACHINE": "testbox",
                         "FAKE_LOG": tmp_path / "calls.jsonl",
@@ -52,6 +57,17 @@ def test_every_metric_has_a_unit_and_named_parameters():
         assert len(getattr(cls, "params", ())) == len(getattr(cls, "param_names", ())), cls.__name__
 
 
+def test_ci_and_gpu_points_of_one_host_never_share_a_machine(monkeypatch):
+    monkeypatch.setenv("VNP_BENCH_MACHINE", "box")
+    names = {}
+    for scale in ("ci", "gpu", "full"):
+        monkeypatch.setenv("VNP_BENCH_SCALE", scale)
+        names[scale] = host.machine_name()
+    assert names == {"ci": "box-ci", "gpu": "box", "full": "box"}  # gpu and full differ by environment
+    monkeypatch.setenv("VNP_BENCH_MACHINE", "box-ci")  # e.g. the only machine in ~/.asv-machine.json
+    assert host.machine_name() == "box"  # (VNP_BENCH_SCALE is still full)
+
+
 def test_discovery_touches_neither_torch_nor_cuda():
     """asv imports every module to discover the suite (and forks from it): CUDA must not start there."""
     code = ("import importlib, pkgutil, sys, benchmarks\n"
@@ -62,28 +78,47 @@ def test_discovery_touches_neither_torch_nor_cuda():
     assert done.stdout.strip() == "[]"
 
 
-def test_one_run_per_configuration_feeds_every_track(memo, tmp_path):
+def test_one_set_of_runs_per_configuration_feeds_every_track(memo, tmp_path):
+    repeats = suite_module.SCALE.repeats
+    assert repeats == 2  # the ci scale: two runs of each core configuration, reported as samples
     suite = end_to_end.EndToEnd()
     suite.setup(memo, "typical", 1)
-    assert suite.track_wall_seconds(memo, "typical", 1) > 0
-    assert suite.track_seconds_per_million_esm_tokens(memo, "typical", 1) > 0
+    wall = suite.track_wall_seconds(memo, "typical", 1)
+    assert wall["number"] == 1 and len(wall["samples"]) == repeats and min(wall["samples"]) > 0
     assert math.isnan(suite.track_peak_gpu_bytes(memo, "typical", 1))  # a CPU run has no GPU bytes: n/a
     other = stages.StageSeconds()
     other.setup(memo, "typical", 1, "esm2")
-    assert other.track_seconds(memo, "typical", 1, "esm2") == 3.0  # the fake's pipeline_state.json
+    assert other.track_seconds(memo, "typical", 1, "esm2")["samples"] == [3.0] * repeats  # pipeline_state.json
     once_more = scaling.Scaling()
     once_more.setup(memo, "typical", 1)
     assert once_more.track_scaling_inefficiency(memo, "typical", 1) == 0.0
-    assert len(calls(tmp_path)) == 1  # three suites, one pipeline run
+    assert len(calls(tmp_path)) == repeats  # three suites, one set of runs
+    assert all(argv[argv.index("--threads") + 1] == "1" for argv in calls(tmp_path))
+
+
+def test_the_ci_scale_projects_no_real_sample(memo):
+    suite = end_to_end.EndToEnd()
+    suite.setup(memo, "typical", 1)
+    with pytest.raises(SkipNotImplemented, match="project no real sample"):
+        suite.track_projected_full_sample_hours(memo, "typical", 1)
+
+
+def test_persistent_models_report_both_runs_not_their_difference(memo, tmp_path):
+    suite = memory.PersistentModels()
+    suite.setup(memo)
+    kept, reloaded = suite.track_seconds_persistent_models(memo), suite.track_seconds_reloading_models(memo)
+    assert min(kept["samples"]) > 0 and reloaded > 0  # two costs (the reload run once: not a core run)
+    assert sum("--no-persistent-models" in argv for argv in calls(tmp_path)) == 1
+    assert not hasattr(suite, "track_reload_seconds")
 
 
 def test_time_predict_times_one_more_validated_run(memo, tmp_path):
     timed = end_to_end.EndToEndTime()
     timed.setup(memo, "typical", 1)
     timed.time_predict(memo, "typical", 1)
-    assert len(calls(tmp_path)) == 2
+    assert len(calls(tmp_path)) == 2 + 1  # the core runs, then one more
     assert sorted(p.name for p in (tmp_path / "records").rglob("*.json")) == \
-           ["end_to_end-tiny-1gpu-all-r0.json", "end_to_end-tiny-1gpu-all-r1.json"]
+           [f"end_to_end-tiny-1gpu-all-r{r}.json" for r in range(3)]
     assert (timed.number, timed.repeat, timed.rounds, timed.min_run_count) == (1, 1, 1, 1)
 
 
@@ -138,12 +173,12 @@ def asv(tmp_path, *args, timeout=900):
     for name in ("asv_plugins", "pyproject.toml"):
         if not (tmp_path / name).exists():
             (tmp_path / name).symlink_to(REPO / name)
-    env = {**os.environ, "HOME": str(tmp_path), "VNP_BENCH_MACHINE": "ci-test",
+    env = {**os.environ, "HOME": str(tmp_path), "VNP_BENCH_MACHINE": CI_MACHINE,
            "VNP_BENCH_RECORDS": str(tmp_path / "records"), "VNP_BENCH_CACHE": str(tmp_path / "cache"),
            "VNP_CACHE_DIR": os.environ.get("VNP_CACHE_DIR", str(Path.home() / ".cache" / "vnp"))}
     env.pop("VNP_BENCH_COMMAND", None)
     env.pop("VNP_BENCH_SCALE", None)
-    host.write_asv_machine_file({**host.machine_info(), "machine": "ci-test"}, tmp_path / ".asv-machine.json")
+    host.write_asv_machine_file({**host.machine_info(), "machine": CI_MACHINE}, tmp_path / ".asv-machine.json")
     return subprocess.run([sys.executable, "-m", "asv", "--config", str(tmp_path / "asv.conf.json"), *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -158,17 +193,18 @@ def test_asv_check(tmp_path):
 @pytest.mark.slow
 def test_ci_scale_suite_runs_green_and_publishes(tmp_path):
     """The whole suite at the ci scale on HEAD, as scripts/bench.sh runs it, then the dashboard."""
-    done = asv(tmp_path, "run", "--machine", "ci-test", "-E", CI_ENV, "--quick", "--launch-method", "forkserver",
+    done = asv(tmp_path, "run", "--machine", CI_MACHINE, "-E", CI_ENV, "--quick", "--launch-method", "forkserver",
                "--show-stderr", "HEAD^!")
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
-    [result_file] = (tmp_path / "results" / "ci-test").glob(f"*-{CI_ENV}.json")
+    [result_file] = (tmp_path / "results" / CI_MACHINE).glob(f"*-{CI_ENV}.json")
     results = json.loads(result_file.read_text())["results"]
     failed = [name for name, columns in results.items() if any(v is None for v in columns[0])]
     assert failed == []
     assert results["end_to_end.EndToEnd.track_wall_seconds"][0][0] > 0  # typical, 1 "GPU" (the CPU)
     assert results["memory.OomBackoff.track_backoffs"][0][0] >= 1
-    records = list((tmp_path / "records" / "ci-test").rglob("*.json"))
+    records = list((tmp_path / "records" / CI_MACHINE).rglob("*.json"))
     assert all(json.loads(p.read_text())["harness"]["validated"] for p in records) and len(records) >= 10
     published = asv(tmp_path, "publish")
     assert published.returncode == 0, published.stderr[-3000:]
+    assert "Skipping results" not in published.stdout + published.stderr
     assert (tmp_path / "html" / "index.html").exists() and (tmp_path / "html" / "index.json").exists()

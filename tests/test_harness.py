@@ -67,7 +67,7 @@ def bench_env(tmp_path, monkeypatch):
     monkeypatch.setenv("VNP_BENCH_RECORDS", str(tmp_path / "records"))
     monkeypatch.setenv("VNP_BENCH_WORK", str(tmp_path / "work"))
     monkeypatch.setenv("VNP_BENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("VNP_BENCH_MACHINE", "testbox")
+    monkeypatch.setenv("VNP_BENCH_MACHINE", "testbox-ci")
     monkeypatch.setenv("VNP_BENCH_COMMAND", f"{shlex.quote(sys.executable)} {shlex.quote(str(fake))}")
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.jsonl"))
     monkeypatch.delenv("VNP_BENCH_DATA", raising=False)
@@ -229,6 +229,7 @@ def test_machine_file_keeps_other_machines(tmp_path, monkeypatch):
     path = tmp_path / "asv-machine.json"
     path.write_text(json.dumps({"other": {"machine": "other"}, "version": 1}))
     monkeypatch.setenv("VNP_BENCH_MACHINE", "h200x2")
+    monkeypatch.setenv("VNP_BENCH_SCALE", "gpu")  # (at the ci scale the name would be h200x2-ci)
     host.write_asv_machine_file(host.machine_info(), path)
     machines = json.loads(path.read_text())
     assert set(machines) == {"other", "h200x2", "version"}
@@ -246,9 +247,9 @@ def test_a_run_is_recorded_and_validated(bench_env):
     assert harness["target"] == "cli" and harness["dataset"] == "tiny" and harness["scale"] == "ci"
     assert [s["name"] for s in rec["run"]["stages"]] == ["preprocess", "esm2"]  # from pipeline_state.json
     assert "--cpu" in harness["argv"] and "--model-size" in harness["argv"] and not harness["resumed"]
-    path = bench_env / "records" / "testbox" / harness["commit"][:8] / "end_to_end-tiny-1gpu-all-r0.json"
+    path = bench_env / "records" / "testbox-ci" / harness["commit"][:8] / "end_to_end-tiny-1gpu-all-r0.json"
     assert record.load(path)["schema"] == "vnp-runrecord/1"
-    assert not (bench_env / "work" / "testbox" / harness["commit"][:8] / "end_to_end-tiny-1gpu-all-r0").exists()
+    assert not (bench_env / "work" / "testbox-ci" / harness["commit"][:8] / "end_to_end-tiny-1gpu-all-r0").exists()
     again = runs.execute(runs.RunSpec.make("end_to_end", "typical"), CI)
     assert again["harness"]["repeat"] == 1
 
@@ -257,7 +258,7 @@ def test_a_run_that_loses_a_record_fails_but_is_recorded(bench_env, monkeypatch)
     monkeypatch.setenv("FAKE_DROP", "1")
     with pytest.raises(runs.RunFailed, match="rows"):
         runs.execute(runs.RunSpec.make("end_to_end", "typical"), CI)
-    [path] = (bench_env / "records" / "testbox").glob("*/end_to_end-tiny-1gpu-all-r0.json")
+    [path] = (bench_env / "records" / "testbox-ci").glob("*/end_to_end-tiny-1gpu-all-r0.json")
     assert record.load(path)["harness"]["validated"] is False
 
 
@@ -279,7 +280,7 @@ def test_a_run_over_its_limit_is_killed(bench_env, monkeypatch):
 def test_an_interrupted_run_is_resumed(bench_env):
     """A run killed from outside left its directory and no record: the next attempt continues it."""
     commit = runs.commit_id()[:8]
-    leftover = bench_env / "work" / "testbox" / commit / "end_to_end-tiny-1gpu-all-r0" / "out"
+    leftover = bench_env / "work" / "testbox-ci" / commit / "end_to_end-tiny-1gpu-all-r0" / "out"
     leftover.mkdir(parents=True)
     (leftover / "partial").write_text("a part of the work")
     rec = runs.execute(runs.RunSpec.make("end_to_end", "typical"), CI)
@@ -290,7 +291,7 @@ def test_an_interrupted_run_is_resumed(bench_env):
 
 
 def test_asv_timed_runs_never_resume(bench_env):
-    leftover = bench_env / "work" / "testbox" / runs.commit_id()[:8] / "end_to_end-tiny-1gpu-all-r0" / "out"
+    leftover = bench_env / "work" / "testbox-ci" / runs.commit_id()[:8] / "end_to_end-tiny-1gpu-all-r0" / "out"
     leftover.mkdir(parents=True)
     rec = runs.execute(runs.RunSpec.make("end_to_end", "typical"), CI, resume=False)
     assert rec["harness"]["resumed"] is False and "--resume" not in calls(bench_env)[-1]

@@ -2,6 +2,9 @@
 
 GPUs are numbered as the pipeline sees them: the order of CUDA_VISIBLE_DEVICES, with NVML's PCI-bus
 order underneath (the harness runs the pipeline with CUDA_DEVICE_ORDER=PCI_BUS_ID so the two agree).
+
+The asv machine name carries the scale where it is not a GPU one (`box-ci`), so a ci-scale point and a
+gpu-scale point of one host never share a graph line on the dashboard.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import os
 import platform
 import socket
 from pathlib import Path
+
+from benchmarks.harness import scale
 
 
 @contextlib.contextmanager
@@ -65,7 +70,7 @@ def _text(value) -> str:
 def machine_info() -> dict:
     """asv machine fields, plus the GPU model and count, CUDA driver and NVIDIA driver version."""
     info = {
-        "machine": os.environ.get("VNP_BENCH_MACHINE") or socket.gethostname().split(".")[0],
+        "machine": machine_name(),
         "os": f"{platform.system()} {platform.release()}",
         "arch": platform.machine(),
         "cpu": _cpu_model(),
@@ -105,14 +110,18 @@ def _total_ram_bytes() -> int:
 
 
 def machine_name() -> str:
-    """The asv machine the results go to: VNP_BENCH_MACHINE, else the only one in ~/.asv-machine.json."""
-    if os.environ.get("VNP_BENCH_MACHINE"):
-        return os.environ["VNP_BENCH_MACHINE"]
-    with contextlib.suppress(OSError, ValueError):
-        machines = [k for k in json.loads((Path.home() / ".asv-machine.json").read_text()) if k != "version"]
-        if len(machines) == 1:
-            return machines[0]
-    return socket.gethostname().split(".")[0]
+    """The asv machine the results go to: VNP_BENCH_MACHINE, else the only one in ~/.asv-machine.json,
+    else the short host name; with `-ci` at the ci scale."""
+    name = os.environ.get("VNP_BENCH_MACHINE")
+    if not name:
+        with contextlib.suppress(OSError, ValueError):
+            machines = [k for k in json.loads((Path.home() / ".asv-machine.json").read_text()) if k != "version"]
+            name = machines[0] if len(machines) == 1 else None
+    name = name or socket.gethostname().split(".")[0]
+    for other in scale.SCALES.values():  # the suffix is the scale's to decide: box-ci at the gpu scale is box
+        if not other.on_gpu:
+            name = name.removesuffix(f"-{other.name}")
+    return name if scale.current().on_gpu else f"{name}-{scale.current().name}"
 
 
 def write_asv_machine_file(info: dict, path: Path | None = None) -> Path:
@@ -135,7 +144,9 @@ if __name__ == "__main__":  # scripts/bench.sh: `python -m benchmarks.harness.ho
     import sys
 
     details = machine_info()
-    if "--write" in sys.argv[1:]:
+    if "--name" in sys.argv[1:]:  # the machine name alone, for the scripts' --machine
+        print(details["machine"])
+    elif "--write" in sys.argv[1:]:
         print(f"asv machine {details['machine']} ({details['num_gpu']} x {details['gpu']}) -> "
               f"{write_asv_machine_file(details)}")
     else:

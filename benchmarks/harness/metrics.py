@@ -26,6 +26,7 @@ def summarise(rec: dict, full_sample: dict | None = None) -> dict:
     nvml_used = rec["samples"]["nvml"]["mem_used_bytes"]
     host_rss = rec["samples"]["host"]["rss_bytes"]
     gpu_leak, host_leak = leak_per_batch(rec)
+    without_wait, cpu = stage_scheduling(rec)
     summary = {
         "wall_seconds": wall,
         "seconds_per_million_esm_tokens": wall / (esm_tokens / 1e6) if esm_tokens else None,
@@ -37,14 +38,19 @@ def summarise(rec: dict, full_sample: dict | None = None) -> dict:
         "peak_gpu_reserved_bytes": max((d.get("peak_reserved_bytes") or 0 for d in gpu_devices), default=None),
         "fragmentation_bytes": max(((d.get("peak_reserved_bytes") or 0) - (d.get("peak_allocated_bytes") or 0)
                                     for d in gpu_devices), default=None),
-        "oom_backoffs": sum(d.get("oom_backoffs") or 0 for s in run.get("stages") or [] for d in s.get("devices") or []),
+        "oom_backoffs": sum(d.get("oom_backoffs") or 0
+                            for s in run.get("stages") or [] for d in s.get("devices") or []),
         "stage_seconds": {s["name"]: s.get("seconds") for s in run.get("stages") or []},
+        "stage_seconds_without_cpu_wait": without_wait,
+        "stage_cpu_seconds": cpu,
         "stage_peaks": {f"{p['stage']}:{p['gpu']}": p for p in rec.get("stage_peaks") or []},
-        "gpu_bytes_per_batch": gpu_leak,
-        "host_bytes_per_batch": host_leak,
+        # Growth only: memory that shrinks is no benefit, and a cost must not cross zero.
+        "gpu_bytes_per_batch": None if gpu_leak is None else max(0.0, gpu_leak),
+        "host_bytes_per_batch": None if host_leak is None else max(0.0, host_leak),
     }
     if harness.get("resumed"):
-        summary.update({name: None for name in TIMES}, stage_seconds={})
+        summary.update({name: None for name in TIMES}, stage_seconds={}, stage_seconds_without_cpu_wait={},
+                       stage_cpu_seconds={})
     return summary
 
 
@@ -58,6 +64,44 @@ def projected_hours(rec: dict, full_sample: dict | None) -> float | None:
         hours = project([rec], full_sample, rec["harness"]["gpus"])
         return None if math.isnan(hours) else hours
     return None
+
+
+def stage_scheduling(rec: dict) -> tuple[dict, dict]:
+    """Per GPU stage: its seconds less the time its worker waited for a CPU, and the worker's CPU seconds.
+
+    From the sampler's /proc/PID/schedstat columns (each worker's main thread, which runs the stage),
+    read at the stage's intervals by interpolating the cumulative counters. Other load on the host
+    delays a stage by making its worker wait for a CPU; taking that wait out leaves compute, I/O and
+    sleep, which are the commit's. For several devices, the slowest one, as `stage_seconds`.
+    """
+    run = rec.get("run") or {}
+    sched = {k: np.asarray(v, dtype=float) for k, v in (rec["samples"].get("sched") or {}).items()}
+    pids = {w.get("device"): w.get("pid") for w in run.get("workers") or []}
+    without_wait, cpu = {}, {}
+    if not len(sched.get("t", ())):
+        return without_wait, cpu
+    for stage in run.get("stages") or []:
+        if stage.get("name") not in GPU_STAGES or not stage.get("devices"):
+            continue
+        per_device = [_scheduled(sched, pids.get(d.get("device")), d) for d in stage["devices"]]
+        if all(figures is not None for figures in per_device):
+            without_wait[stage["name"]] = max(f[0] for f in per_device)
+            cpu[stage["name"]] = max(f[1] for f in per_device)
+    return without_wait, cpu
+
+
+def _scheduled(sched: dict, pid, device: dict) -> tuple[float, float] | None:
+    chosen = sched["pid"] == pid
+    t = sched["t"][chosen]
+    intervals = device.get("intervals") or []
+    if pid is None or len(t) < 2 or not intervals or t[0] > min(start for start, _ in intervals):
+        return None  # the sampler never saw this worker before the stage began
+
+    def during(column: str) -> float:
+        values = sched[column][chosen]
+        return float(sum(np.interp(end, t, values) - np.interp(start, t, values) for start, end in intervals))
+
+    return max(0.0, device["seconds"] - during("wait_s")), during("run_s")
 
 
 def leak_per_batch(rec: dict) -> tuple[float | None, float | None]:

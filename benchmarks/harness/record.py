@@ -2,8 +2,9 @@
 
 A record is the pipeline's own run.json (`run`), what the harness saw from outside (`harness`, `samples`)
 and the two joined by timestamp (`stage_peaks`). It is written to
-`results/records/<machine>/<commit[:8]>/<suite>-<dataset>-<gpus>gpu-<variant>-r<repeat>.json`
-(or under $VNP_BENCH_RECORDS), next to asv's results, so the projection and report can be rebuilt.
+`records/<machine>/<commit[:8]>/<suite>-<dataset>-<gpus>gpu-<variant>-r<repeat>.json` at the top of the
+repository (or under $VNP_BENCH_RECORDS), so the projection and report can be rebuilt. Not under asv's
+`results/`: `asv publish` would try to read every folder there as an asv machine.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class ValidationError(Exception):
 
 
 def records_root() -> Path:
-    return Path(os.environ.get("VNP_BENCH_RECORDS") or REPO / "results" / "records")
+    """The one place that says where RunRecords live; everything that reads or writes them asks here."""
+    return Path(os.environ.get("VNP_BENCH_RECORDS") or REPO / "records")
 
 
 def record_name(suite: str, dataset: str, gpus: int, variant: str) -> str:

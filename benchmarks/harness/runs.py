@@ -123,7 +123,7 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
         raise RunFailed(str(error)) from None
 
     limit = scale.run_limit_s(data.composition["esm_tokens"])
-    interval = float(os.environ.get("VNP_BENCH_SAMPLER_INTERVAL", "0.1"))
+    interval = float(os.environ.get("VNP_BENCH_SAMPLER_INTERVAL") or scale.sampler_interval_s)
     env = {**os.environ, **dict(spec.env)}
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA numbers GPUs as NVML (the sampler) does
     workdir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,9 @@ from benchmarks.harness.host import nvml, visible_nvml_indices
 
 NVML_COLUMNS = ("t", "gpu", "mem_used_bytes", "util_percent", "power_w")
 HOST_COLUMNS = ("t", "rss_bytes", "cpu_percent")
+# Per process and tick, its main thread's cumulative seconds on a CPU and waiting for one (Linux
+# /proc/PID/schedstat): a stage's wall time less that wait is what other load on the host cannot inflate.
+SCHED_COLUMNS = ("t", "pid", "run_s", "wait_s")
 TREE_REFRESH_S = 1.0  # finding new child processes walks /proc; memory is read every tick
 
 
@@ -26,7 +29,7 @@ class Sampler:
     def __init__(self, interval_s: float = 0.1, gpus: bool = True, host: bool = True):
         self.interval_s = interval_s
         empty = self.no_samples()
-        self.nvml, self.host = empty["nvml"], empty["host"]
+        self.nvml, self.host, self.sched = empty["nvml"], empty["host"], empty["sched"]
         self.cpu_seconds = 0.0
         self._want_gpus, self._want_host = gpus, host
         self._stop = threading.Event()
@@ -38,7 +41,8 @@ class Sampler:
     @staticmethod
     def no_samples() -> dict:
         """The empty columns of a run measured without samplers."""
-        return {"nvml": {name: [] for name in NVML_COLUMNS}, "host": {name: [] for name in HOST_COLUMNS}}
+        return {"nvml": {name: [] for name in NVML_COLUMNS}, "host": {name: [] for name in HOST_COLUMNS},
+                "sched": {name: [] for name in SCHED_COLUMNS}}
 
     def start(self, pid: int) -> Sampler:
         self._pid = pid
@@ -50,7 +54,7 @@ class Sampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        return {"nvml": self.nvml, "host": self.host}
+        return {"nvml": self.nvml, "host": self.host, "sched": self.sched}
 
     def _loop(self) -> None:
         started_cpu = time.thread_time()
@@ -103,9 +107,20 @@ class Sampler:
                     cpu += process.cpu_percent(None)
             except psutil.Error:  # exited between two ticks
                 del self._processes[pid]
+                continue
+            self._sample_sched(pid, now)
         if self._processes:
             for name, value in zip(HOST_COLUMNS, (now, int(rss), cpu)):
                 self.host[name].append(value)
+
+    def _sample_sched(self, pid: int, now: float) -> None:
+        try:
+            with open(f"/proc/{pid}/schedstat") as handle:
+                run_ns, wait_ns = handle.read().split()[:2]
+        except (OSError, ValueError):  # not Linux, or the process just exited
+            return
+        for name, value in zip(SCHED_COLUMNS, (now, pid, int(run_ns) / 1e9, int(wait_ns) / 1e9), strict=True):
+            self.sched[name].append(value)
 
     def _refresh_tree(self, psutil) -> None:
         """Follow the root and all its descendants; keep Process objects so cpu_percent has a baseline."""

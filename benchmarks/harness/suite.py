@@ -10,6 +10,11 @@ every configuration up front, since asv does not parameterise it).
 
 Skipped configurations raise NotImplementedError (asv: n/a); failed or unvalidated ones raise
 RuntimeError (asv: failed) in every benchmark that reads them, so no number is reported for them.
+
+A core configuration runs `SCALE.repeats` times (2 at the ci scale, where one run says little on a shared
+CPU); its tracks then return the runs as samples (`{"samples": [...], "number": 1}`, the form asv 0.6's
+runner stores for timing benchmarks), so asv reports their median with a confidence interval, compares
+commits by a rank test, and `--append-samples` adds the samples of later rounds.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import hashlib
 import json
 import math
 import os
+import statistics
 from pathlib import Path
 
-from benchmarks.harness import datasets, metrics, runs, scale as scales
+from benchmarks.harness import datasets, metrics, runs
+from benchmarks.harness import scale as scales
 
 SCALE = scales.current()
 
@@ -43,13 +50,13 @@ class PipelineSuite:
 
     setup_cache.timeout = 120
 
-    def run(self, memo_dir: str, spec: runs.RunSpec) -> dict:
-        """Metrics of `spec`'s run: from the memo, or by running it now."""
+    def run(self, memo_dir: str, spec: runs.RunSpec) -> list[dict]:
+        """Metrics of each run of `spec` (one dict per repeat): from the memo, or by running it now."""
         memo = Path(memo_dir) / f"{spec.key}-{hashlib.sha256(repr(spec).encode()).hexdigest()[:12]}.json"
         if memo.exists():
             entry = json.loads(memo.read_text())
         else:
-            entry = _measure(spec)
+            entry = _measure(spec, SCALE.repeats if spec.suite == CORE_SUITE else 1)
             memo.write_text(json.dumps(entry))
         if entry["status"] == "skip":
             raise NotImplementedError(entry["reason"])
@@ -58,22 +65,52 @@ class PipelineSuite:
         return entry["metrics"]
 
 
+CORE_SUITE = "end_to_end"
+
+
+def spec(suite: str, role: str, gpus: int, variant: str = "all", options: dict | None = None,
+         env: dict | None = None) -> runs.RunSpec:
+    """A run with the scale's fixed thread count and environment on top of `options` and `env`."""
+    pinned = {"threads": SCALE.threads} if SCALE.threads else {}
+    return runs.RunSpec.make(suite, role, gpus, variant, {**pinned, **(options or {})}, {**SCALE.env, **(env or {})})
+
+
 def core_run(role: str, gpus: int) -> runs.RunSpec:
     """The pipeline with its defaults (every optimisation on): end_to_end's run, read by other suites too."""
-    return runs.RunSpec.make("end_to_end", role, gpus)
+    return spec(CORE_SUITE, role, gpus)
 
 
-def _measure(spec: runs.RunSpec) -> dict:
+def _measure(spec: runs.RunSpec, repeats: int) -> dict:
+    full = datasets.load_definitions()["datasets"].get("full", {}).get("composition")
+    summaries = []
     try:
-        rec = runs.execute(spec, SCALE)
+        for _ in range(repeats):
+            summaries.append(metrics.summarise(runs.execute(spec, SCALE), full))
     except runs.Skip as reason:
         return {"status": "skip", "reason": str(reason)}
     except runs.RunFailed as reason:
         return {"status": "failed", "reason": str(reason)}
-    full = datasets.load_definitions()["datasets"].get("full", {}).get("composition")
-    return {"status": "ok", "metrics": metrics.summarise(rec, full)}
+    return {"status": "ok", "metrics": summaries}
 
 
-def value(number) -> float:
-    """A metric for a track_* benchmark: None (the run cannot have it) becomes NaN, which asv shows as n/a."""
-    return math.nan if number is None else float(number)
+def value(summaries: list[dict], metric) -> float | dict:
+    """A track_* result from every run's `metric` (a key, or a function of one run's metrics).
+
+    None (a run cannot have it) becomes NaN, which asv shows as n/a. Several runs become samples.
+    """
+    numbers = [number(metric(s) if callable(metric) else s[metric]) for s in summaries]
+    if len(numbers) == 1 or all(math.isnan(n) for n in numbers):
+        return numbers[0]
+    return {"samples": [n for n in numbers if not math.isnan(n)], "number": 1}
+
+
+def number(figure) -> float:
+    """None (the run cannot have it) becomes NaN, which asv shows as n/a."""
+    return math.nan if figure is None else float(figure)
+
+
+def median(summaries: list[dict], metric) -> float | None:
+    """One figure from several runs (for metrics that combine configurations, such as scaling)."""
+    numbers = [metric(s) if callable(metric) else s[metric] for s in summaries]
+    numbers = [n for n in numbers if n is not None]
+    return statistics.median(numbers) if numbers else None

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""The regression gate's verdict (scripts/gate.sh): compare two commits' asv results, exit 1 on a regression.
+
+    python scripts/gate.py --results DIR --machine M --env E --base SHA --head SHA --factor 1.2 [--judged REGEX]
+
+Reads asv's own result files (through asv's reading API, not its printed table) and decides as `asv
+continuous` does, with asv's rule: a benchmark regressed when HEAD's value is more than `factor` times
+BASE's and, where both have samples, a rank test says the difference is real. Unlike `asv continuous`,
+it also judges when some benchmark failed to run (asv then prints no table and exits 2), and it judges
+only the benchmarks `--judged` matches: the others are listed, and count only when they newly fail.
+
+Exit codes: 0 nothing regressed, 1 regressed or newly failing benchmarks (listed), 2 no results to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+from asv import util
+from asv.commands.compare import _is_result_better, unroll_result
+from asv.results import Results, get_filename
+
+
+def read(results_dir: Path, machine: str, env: str, commit: str, benchmarks: dict) -> dict:
+    """{'name(params)': (value, (stats, samples))} of one commit; empty if asv saved nothing for it."""
+    path = results_dir / get_filename(machine, commit, env)
+    if not path.exists():
+        return {}
+    result = Results.load(str(path), machine)
+    values = {}
+    for key in result.get_result_keys(benchmarks):  # drops results of other benchmark versions
+        params = benchmarks[key]["params"]
+        rows = unroll_result(key, params, result.get_result_value(key, params), result.get_result_stats(key, params),
+                             result.get_result_samples(key, params))
+        for name, value, stats, samples in rows:
+            values[name] = (value, (stats, samples))
+    return values
+
+
+def failed(value) -> bool:
+    return value is None  # asv: None = failed, NaN = skipped (n/a)
+
+
+def verdict(base: dict, head: dict, factor: float, judged: str) -> tuple[list, list]:
+    """(regressed, newly failing): rows of (name, base value, head value, ratio)."""
+    regressed, newly_failing = [], []
+    for name in sorted(set(base) | set(head)):
+        (before, before_ss), (after, after_ss) = base.get(name, (math.nan, None)), head.get(name, (math.nan, None))
+        if failed(after) and not failed(before) and not math.isnan(before):
+            newly_failing.append((name, before, None, None))
+        elif failed(before) or failed(after) or math.isnan(before) or math.isnan(after):
+            continue
+        elif re.search(judged, name) and _is_result_better(before, after, before_ss, after_ss, factor):
+            regressed.append((name, before, after, after / before if before else math.inf))
+    return regressed, newly_failing
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for option in ("--results", "--machine", "--env", "--base", "--head"):
+        parser.add_argument(option, required=True)
+    parser.add_argument("--factor", type=float, required=True)
+    parser.add_argument("--judged", default=".*", help="regex of the benchmarks whose values are judged")
+    args = parser.parse_args(argv)
+    results = Path(args.results)
+    try:
+        benchmarks = util.load_json(str(results / "benchmarks.json"), api_version=2)
+    except (OSError, util.UserError) as error:
+        print(f"gate: no asv results to compare in {results}: {error}", file=sys.stderr)
+        return 2
+    base, head = (read(results, args.machine, args.env, c, benchmarks) for c in (args.base, args.head))
+    if not base or not head:
+        missing = ", ".join(c[:8] for c, r in ((args.base, base), (args.head, head)) if not r)
+        print(f"gate: asv saved no results for {missing}: nothing to compare", file=sys.stderr)
+        return 2
+    regressed, newly_failing = verdict(base, head, args.factor, args.judged)
+    judged = sum(1 for name in set(base) & set(head) if re.search(args.judged, name))
+    print(f"gate: {args.base[:8]} -> {args.head[:8]}: {len(base)} benchmarks, {judged} judged at factor {args.factor}")
+    for name, before, after, ratio in regressed:
+        print(f"gate: REGRESSED  {ratio:6.2f}x  {before:.4g} -> {after:.4g}  {name}")
+    for name, before, _, _ in newly_failing:
+        print(f"gate: NEWLY FAILING  (was {before:.4g})  {name}")
+    if regressed or newly_failing:
+        print(f"gate: FAIL: {len(regressed)} regressed, {len(newly_failing)} newly failing")
+        return 1
+    print("gate: PASS: nothing regressed, nothing newly failing")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The regression gate: its verdict on asv's results, and the whole gate on a planted ESM-2 slowdown."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts import gate
+
+REPO = Path(__file__).resolve().parents[1]
+JUDGE_ALL = ".*"
+
+
+def samples(*values):
+    """asv's (stats, samples) for a result with these samples (the stats as asv_runner computes them)."""
+    from asv_runner.statistics import compute_stats
+
+    _, stats = compute_stats(list(values), 1)
+    return stats, list(values)
+
+
+def test_a_clear_slowdown_with_samples_is_a_regression():
+    base = {"s.T.track(1)": (1.0, samples(1.0, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01, 0.99))}
+    head = {"s.T.track(1)": (1.3, samples(1.3, 1.31, 1.29, 1.32, 1.28, 1.3, 1.31, 1.29))}
+    regressed, failing = gate.verdict(base, head, 1.2, JUDGE_ALL)
+    assert [(name, round(ratio, 2)) for name, _, _, ratio in regressed] == [("s.T.track(1)", 1.3)] and failing == []
+
+
+def test_a_big_ratio_that_the_samples_do_not_support_is_no_regression():
+    base = {"s.T.track(1)": (1.0, samples(0.5, 2.0, 0.6, 1.0, 1.9, 0.7, 1.1, 0.9))}
+    head = {"s.T.track(1)": (1.3, samples(0.6, 2.1, 1.3, 0.5, 1.8, 1.4, 1.2, 1.3))}
+    assert gate.verdict(base, head, 1.2, JUDGE_ALL) == ([], [])
+
+
+def test_only_judged_benchmarks_regress_but_any_may_newly_fail():
+    base = {"s.Wall.track(1)": (1.0, (None, None)), "s.Cpu.track(1)": (1.0, (None, None)),
+            "s.Other.track(1)": (5.0, (None, None)), "s.Skipped.track(1)": (math.nan, (None, None))}
+    head = {"s.Wall.track(1)": (3.0, (None, None)), "s.Cpu.track(1)": (1.5, (None, None)),
+            "s.Other.track(1)": (None, (None, None)), "s.Skipped.track(1)": (None, (None, None))}
+    regressed, failing = gate.verdict(base, head, 1.2, r"\.Cpu\.")
+    assert [r[0] for r in regressed] == ["s.Cpu.track(1)"]
+    assert [f[0] for f in failing] == ["s.Other.track(1)"]  # n/a before is not "newly" failing
+
+
+def test_no_results_means_the_gate_could_not_run(tmp_path):
+    assert gate.main(["--results", str(tmp_path), "--machine", "m", "--env", "e", "--base", "a" * 40,
+                      "--head", "b" * 40, "--factor", "1.2"]) == 2
+
+
+def test_gate_sh_refuses_an_unknown_commit():
+    done = subprocess.run(["bash", "scripts/gate.sh", "no-such-commit-xyz", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "VNP_BENCH_PYTHON": sys.executable})
+    assert done.returncode == 2 and "unknown commit: no-such-commit-xyz" in done.stderr
+
+
+def plant_esm2_sleep(clone: Path) -> None:
+    """The ESM-2 stage sleeps 30% of its own time: the regression the gate must name."""
+    worker = clone / "src" / "vnp" / "engine" / "worker.py"
+    text = worker.read_text()
+    end = "        self._stage_end(stage, begin)\n        return out\n"
+    assert text.count(end) == 1, "the worker's embed loop changed: plant the sleep elsewhere"
+    planted = ('        if stage == "esm2":  # planted by tests/test_gate.py\n'
+               '            time.sleep(0.3 * (time.time() - begin["t"]))\n')
+    worker.write_text(text.replace(end, planted + end))
+
+
+def git(clone: Path, *args) -> str:
+    return subprocess.run(["git", "-C", str(clone), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.slow
+def test_the_gate_names_a_planted_esm2_slowdown(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=300)
+    git(clone, "config", "user.email", "gate@test")
+    git(clone, "config", "user.name", "gate test")
+    base = git(clone, "rev-parse", "HEAD")
+    plant_esm2_sleep(clone)
+    git(clone, "commit", "--quiet", "-am", "planted: the ESM-2 stage sleeps 30% of its own time")
+    env = {**os.environ, "HOME": str(tmp_path), "VNP_BENCH_PYTHON": sys.executable, "VNP_BENCH_MACHINE": "gatetest",
+           "VNP_BENCH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "VNP_CACHE_DIR": os.environ.get("VNP_CACHE_DIR", str(Path.home() / ".cache" / "vnp"))}
+    for name in ("VNP_BENCH_SCALE", "VNP_BENCH_COMMAND", "VNP_BENCH_DATA", "VNP_BENCH_RECORDS", "PYTHONPATH"):
+        env.pop(name, None)
+    # The judged figures of the ESM-2 stage of the larger ci dataset: 16 pipeline runs, a few minutes.
+    done = subprocess.run(["bash", "scripts/gate.sh", base, "HEAD", "-b",
+                           r"StageSeconds\.track_(seconds_without_cpu_wait|cpu_seconds)\('large', 1, 'esm2'\)"],
+                          cwd=clone, env=env, capture_output=True, text=True, timeout=1500)
+    verdict = [line for line in done.stdout.splitlines() if line.startswith("gate:")]
+    assert done.returncode == 1, "\n".join(verdict) + done.stdout[-3000:] + done.stderr[-3000:]
+    assert any("REGRESSED" in line and "track_seconds_without_cpu_wait('large', 1, 'esm2')" in line
+               for line in verdict), "\n".join(verdict)
+    # the throwaway commit's results and RunRecords went nowhere near the repository's own
+    assert not (clone / "results" / "gatetest-ci").exists() and not (clone / "records" / "gatetest-ci").exists()
+
+
+# -- the figures the ci gate judges ------------------------------------------------------------------
+
+def scheduled_record(waits: list[float]) -> dict:
+    """A worker (pid 7) whose ESM-2 stage spans t = 10..12 s; its main thread's cumulative CPU wait `waits`
+    at t = 9..13 and 0.25 s of CPU per second."""
+    device = {"device": "cpu", "seconds": 2.0, "intervals": [[10.0, 12.0]]}
+    stage = {"name": "esm2", "seconds": 2.0, "devices": [device]}
+    t = [9.0, 10.0, 11.0, 12.0, 13.0]
+    return {"run": {"stages": [stage], "workers": [{"device": "cpu", "pid": 7}]},
+            "samples": {"sched": {"t": t, "pid": [7] * 5, "run_s": [0.25 * (x - 9) for x in t], "wait_s": waits}}}
+
+
+def test_a_stage_less_its_cpu_wait_keeps_what_the_commit_spends():
+    from benchmarks.harness import metrics
+
+    without_wait, cpu = metrics.stage_scheduling(scheduled_record([0.0, 0.2, 0.7, 1.2, 1.3]))
+    assert without_wait == {"esm2": pytest.approx(2.0 - 1.0)} and cpu == {"esm2": pytest.approx(0.5)}
+    idle, _ = metrics.stage_scheduling(scheduled_record([0.0] * 5))  # no wait: the wall time, sleep and all
+    assert idle == {"esm2": pytest.approx(2.0)}
+    late = scheduled_record([0.0] * 5)
+    late["samples"]["sched"]["t"] = [10.5, 11.0, 11.5, 12.0, 13.0]  # worker first seen after the stage began
+    assert metrics.stage_scheduling(late) == ({}, {})
+
+
+def test_memory_that_shrinks_is_no_negative_cost():
+    from benchmarks.harness import metrics
+
+    t = [i / 2 for i in range(21)]
+    rec = {"harness": {"wall_seconds": 10.0, "expected": {"esm_tokens": 1000}, "gpus": 1},
+           "run": {"stages": [{"name": "esm2", "start": 1.0, "end": 10.0, "seconds": 9.0,
+                               "devices": [{"device": "cpu", "batches": 10}]}]},
+           "samples": {"nvml": {"t": [], "gpu": [], "mem_used_bytes": []},
+                       "host": {"t": t, "rss_bytes": [1e9 - 1e6 * x for x in t]}}}
+    assert metrics.leak_per_batch(rec)[1] < 0  # RSS fell ...
+    assert metrics.summarise(rec)["host_bytes_per_batch"] == 0.0  # ... which is no benefit, and no cost
