@@ -57,14 +57,21 @@ def test_gate_sh_refuses_an_unknown_commit():
 
 
 def plant_esm2_sleep(clone: Path) -> None:
-    """The ESM-2 stage sleeps 30% of its own time: the regression the gate must name."""
+    """The ESM-2 stage sleeps 30% of its own time, inside the stage: the regression the gate must name.
+
+    Wraps the worker's stage-end hook rather than editing a line of the embed loop, so the plant survives
+    changes to that loop."""
     worker = clone / "src" / "vnp" / "engine" / "worker.py"
     text = worker.read_text()
-    end = "        self._stage_end(stage, begin)\n        return out\n"
-    assert text.count(end) == 1, "the worker's embed loop changed: plant the sleep elsewhere"
-    planted = ('        if stage == "esm2":  # planted by tests/test_gate.py\n'
-               '            time.sleep(0.3 * (time.time() - begin["t"]))\n')
-    worker.write_text(text.replace(end, planted + end))
+    assert "def _stage_end(self, stage: str, begin: dict)" in text, "the worker's stage hook changed: re-plant"
+    worker.write_text(text + (
+        "\n\n# planted by tests/test_gate.py\n"
+        "_unplanted_stage_end = Worker._stage_end\n\n\n"
+        "def _slow_stage_end(self, stage, begin):\n"
+        "    if stage == \"esm2\":\n"
+        "        time.sleep(0.3 * (time.time() - begin[\"t\"]))\n"
+        "    return _unplanted_stage_end(self, stage, begin)\n\n\n"
+        "Worker._stage_end = _slow_stage_end\n"))
 
 
 def git(clone: Path, *args) -> str:
