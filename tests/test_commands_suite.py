@@ -1,0 +1,82 @@
+"""The in-process command suite: vnp run through its command line in this process, never imported."""
+
+import filecmp
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks import commands
+from benchmarks.harness import original
+from benchmarks.harness.inprocess import CommandFailed, require, run_vnp
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "data" / "golden"
+PREPROCESS_CASES = [("generated/reads", 300), ("generated/contigs", 500), ("generated/contigs300", 300),
+                    ("public/test_with_orfs", 500), ("public/test_fixed_500bp", 500),
+                    ("public/test_sequences_small", 500)]
+
+
+def test_runs_a_real_command(tmp_path):
+    stderr = run_vnp("preprocess", str(GOLDEN / "generated" / "reads.fa"), "-o", str(tmp_path), "-m", "300")
+    assert "3000 reads" in stderr
+    assert (tmp_path / "reads_identified_protein.faa").stat().st_size > 0
+
+
+def test_a_failing_command_is_an_error_with_its_reason(tmp_path):
+    with pytest.raises(CommandFailed, match=r"exit 2: .*no-such\.fa"):
+        run_vnp("preprocess", str(tmp_path / "no-such.fa"), "-o", str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("argv", [["no-such-command", "x"], ["consensus", "x.txt", "--no-such-flag"]])
+def test_what_this_commit_lacks_is_not_implemented(argv):
+    with pytest.raises(NotImplementedError):
+        run_vnp(*argv)
+
+
+def test_require_checks_the_command_and_its_options():
+    require("embed", "--model-size", "--cpu", "-o")
+    with pytest.raises(NotImplementedError, match="no 'no-such-command' command"):
+        require("no-such-command")
+    with pytest.raises(NotImplementedError, match="no --threads"):
+        require("consensus", "-o", "--threads")  # a prefix of an option is not the option
+    with pytest.raises(NotImplementedError, match="no --model"):
+        require("embed", "--model")
+
+
+@pytest.mark.parametrize("name, chunk_size", PREPROCESS_CASES)
+def test_original_preprocess_files_is_byte_identical_to_vnp_preprocess(tmp_path, name, chunk_size):
+    source = GOLDEN / f"{name}.fa"
+    run_vnp("preprocess", str(source), "-o", str(tmp_path / "vnp"), "-m", str(chunk_size))
+    original.preprocess_files(source, tmp_path / "original", chunk_size)
+    written = sorted(p.name for p in (tmp_path / "vnp").iterdir())
+    assert len(written) == 3 and written == sorted(p.name for p in (tmp_path / "original").iterdir())
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "vnp", tmp_path / "original", written, shallow=False)
+    assert mismatch == errors == []
+
+
+def test_original_consensus_file_is_byte_identical_to_vnp_consensus(tmp_path):
+    source = GOLDEN / "generated" / "reads_prediction_results.txt"
+    run_vnp("consensus", str(source), "-o", str(tmp_path / "vnp.csv"))
+    original.consensus_file(source, tmp_path / "original.csv")
+    assert (tmp_path / "original.csv").read_bytes() == (tmp_path / "vnp.csv").read_bytes()
+
+
+def test_nothing_under_benchmarks_imports_vnp():
+    imports = re.compile(r"^\s*(from|import)\s+vnp\b|import_module\(\s*['\"]vnp\.", re.MULTILINE)
+    offenders = [str(path.relative_to(REPO)) for path in (REPO / "benchmarks").rglob("*.py")
+                 if imports.search(path.read_text())]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("cls, method", [(commands.Preprocess, "time_preprocess"),
+                                         (commands.Preprocess, "peakmem_preprocess"),
+                                         (commands.Consensus, "time_consensus"),
+                                         (commands.Consensus, "peakmem_consensus"),
+                                         (commands.Embed, "time_embed")])
+def test_every_benchmark_runs_once_at_the_ci_scale(cls, method):
+    assert not commands.SCALE.on_gpu
+    for param in cls.params[0]:
+        benchmark = cls()
+        benchmark.setup(param)
+        getattr(benchmark, method)(param)
