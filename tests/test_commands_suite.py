@@ -1,7 +1,11 @@
 """The in-process command suite: vnp run through its command line in this process, never imported."""
 
 import filecmp
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -42,6 +46,42 @@ def test_require_checks_the_command_and_its_options():
         require("consensus", "-o", "--threads")  # a prefix of an option is not the option
     with pytest.raises(NotImplementedError, match="no --model"):
         require("embed", "--model")
+
+
+OLD_MAIN = """\
+import argparse
+parser = argparse.ArgumentParser(prog="vnp")
+commands = parser.add_subparsers(dest="command", required=True)
+preprocess = commands.add_parser("preprocess")
+preprocess.add_argument("input")
+preprocess.add_argument("-o", "--output", required=True)
+parser.parse_args()
+"""
+
+
+@pytest.mark.parametrize("main, calls, reason", [
+    (OLD_MAIN, "require('embed', '--cpu')", "no 'embed' command"),
+    (OLD_MAIN, "require('preprocess', '-o', '-m')", "vnp preprocess has no -m"),
+    (OLD_MAIN, "run_vnp('preprocess', 'in.fa', '-o', 'out', '-m', '300')", "does not accept"),
+    (None, "require('preprocess')", "no runnable vnp"),
+])
+def test_an_old_commit_without_the_command_or_option_is_not_implemented(tmp_path, main, calls, reason):
+    """A stand-in for an old installed vnp: argparse refusals (exit 2) and a package with no __main__."""
+    (tmp_path / "vnp").mkdir()
+    (tmp_path / "vnp" / "__init__.py").write_text("")
+    if main:
+        (tmp_path / "vnp" / "__main__.py").write_text(main)
+    code = textwrap.dedent(f"""
+        from benchmarks.harness.inprocess import require, run_vnp
+        try:
+            {calls}
+        except NotImplementedError as error:
+            print(error)
+        """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert reason in done.stdout
 
 
 @pytest.mark.parametrize("name, chunk_size", PREPROCESS_CASES)
