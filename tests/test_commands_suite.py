@@ -109,14 +109,34 @@ def test_nothing_under_benchmarks_imports_vnp():
     assert offenders == []
 
 
+@pytest.fixture(scope="module")
+def inputs_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VNP_BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.mark.parametrize("cls, method", [(commands.Preprocess, "time_preprocess"),
                                          (commands.Preprocess, "peakmem_preprocess"),
                                          (commands.Consensus, "time_consensus"),
                                          (commands.Consensus, "peakmem_consensus"),
                                          (commands.Embed, "time_embed")])
-def test_every_benchmark_runs_once_at_the_ci_scale(cls, method):
+def test_every_benchmark_runs_once_at_the_ci_scale_and_cleans_up(inputs_cache, cls, method):
     assert not commands.SCALE.on_gpu
+    inputs = cls().setup_cache()
     for param in cls.params[0]:
         benchmark = cls()
-        benchmark.setup(param)
-        getattr(benchmark, method)(param)
+        benchmark.setup(inputs, param)
+        getattr(benchmark, method)(inputs, param)
+        assert any(benchmark.outputs.iterdir())
+        benchmark.teardown(inputs, param)
+        assert not benchmark.outputs.exists()
+
+
+def test_the_made_up_predictions_are_the_original_rules_frames(inputs_cache):
+    nucleotides, proteins = commands.frames_of(commands.READS)
+    frame_ids = [line[1:].rstrip("\n") for line in nucleotides.open() if line.startswith(">")]
+    assert frame_ids == [line[1:].rstrip("\n") for line in proteins.open() if line.startswith(">")]
+    rows = [line.split("\t") for line in commands.predictions_file(commands.READS).read_text().splitlines()]
+    assert rows[0] == ["Sequence_ID", "Prediction", "score1", "score2"]
+    assert [row[0] for row in rows[1:]] == frame_ids and len(frame_ids) > commands.READS / 2
