@@ -6,11 +6,13 @@ and consensus commands are set against the plain original rules (`harness/origin
 job on the same files, whole command against whole command. Inputs are fixed and seeded: reads from the
 one read generator (`harness/datasets.py`), their frames found by the original rules, made-up scores.
 
-This replaces `kernels.py`, which called vnp's internal functions and so could not run against commits
-whose internals differ. Its token-budget packing benchmark is gone: packing has no command of its own,
-and its cost shows in the stage timings (`stages.py`). The forward pass is now `vnp embed` on fixed
-frames: tiny models on the CPU at the ci scale, the full models on the first GPU otherwise, with enough
-frames that model build and CUDA start-up are a minority of the time.
+The module is named for what it measures, whole commands. It replaces `kernels.py`, which called vnp's
+internal functions and so could not run against commits whose internals differ. Its token-budget packing
+benchmark is gone: packing has no command of its own, and its cost shows in the stage timings
+(`stages.py`). The forward pass is now `vnp embed` on fixed frames: tiny models on the CPU at the ci
+scale, the full models on the first GPU otherwise, with enough frames that model build and CUDA start-up
+are a minority of the time. None of these commands has a `--threads` option: `vnp embed` on the CPU uses
+torch's default thread count.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ IMPLEMENTATIONS = ["vnp", "original"]
 
 
 def inputs_dir() -> Path:
-    """The fixed inputs, made once and kept with the datasets (asv runs each sample in a fresh process)."""
+    """Where the fixed inputs are kept, with the datasets: made by the first run, reused by later ones."""
     return datasets.cache_dir() / f"commands-g{datasets.GENERATOR_VERSION}"
 
 
