@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from asv_runner.benchmarks.mark import SkipNotImplemented
 
-from benchmarks import end_to_end, kernels, memory, scaling, stages, variants
+from benchmarks import commands, end_to_end, memory, scaling, stages, variants
 from benchmarks.harness import host
 from benchmarks.harness import suite as suite_module
 from tests.test_harness import FAKE_PIPELINE, calls
 
 REPO = Path(__file__).resolve().parents[1]
-SUITES = (end_to_end, stages, variants, memory, scaling, kernels)
+SUITES = (end_to_end, stages, variants, memory, scaling, commands)
 CI_ENV = f"sysvenv-py{sys.version_info[0]}.{sys.version_info[1]}-VNP_BENCH_SCALEci"
 CI_MACHINE = "ci-test-ci"  # at the ci scale the harness names machines <name>-ci
 
@@ -149,13 +149,6 @@ def test_variants_have_their_own_runs(memo, tmp_path):
     assert suite.track_seconds(memo, "+packing") > 0
     argv = calls(tmp_path)[-1]
     assert argv[argv.index("--variant") + 1] == "baseline" and "--packing" in argv
-
-
-def test_kernels_run_in_process():
-    chunking = kernels.ChunkTranslate()
-    chunking.setup("original")
-    chunking.time_chunk_translate("original")
-    assert len(chunking.reads) == kernels.READS
 
 
 # -- through asv -----------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 The rules are the original tool's own, quirks included: chunking with its shift list (`chunk_starts`),
 six-frame translation that skips codons with a non-ACGT character and keeps only non-empty, stop-free
-frames (`identify_frames`), and the per-chunk consensus (`consensus`). They are written with per-codon
+frames (`identify_frames`), and the per-chunk consensus (`consensus`); `preprocess_files` and
+`consensus_file` apply them to whole files, as `vnp preprocess` and `vnp consensus` do. They are written with per-codon
 dictionary lookups and string slicing, as the original does it: deliberately slow and obviously correct.
 `counting.py` is their vectorised equal for counting whole files. It must not import `vnp` (the harness
 never imports the package under test).
@@ -10,7 +11,13 @@ never imports the package under test).
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
+
+from Bio import SeqIO
+from Bio.Seq import Seq
+from Bio.SeqRecord import SeqRecord
 
 BASES = "TCAG"
 AMINO_ACIDS = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
@@ -82,6 +89,40 @@ def chunk_and_translate(records, chunk_size: int) -> tuple[list[tuple[str, str]]
             chunks.append((chunk_id, chunk))
             frames.extend(identify_frames(chunk_id, chunk))
     return chunks, frames
+
+
+def preprocess_files(input_path, outdir, chunk_size: int) -> None:
+    """The original's preprocessing, as whole files: what `vnp preprocess INPUT -o OUTDIR -m C` writes.
+
+    As the original does it: Biopython reads the input and writes the chunk file record by record, then
+    reads the chunk file back to find the kept frames. Names: <base> = input name cut at its first '.fa'.
+    """
+    base = Path(input_path).name.split(".fa")[0]
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    chunked = outdir / f"{base}_chunked{chunk_size}.fa"
+    with open(chunked, "w") as out:
+        for record in SeqIO.parse(input_path, "fasta"):
+            for chunk_id, chunk in split_record(record.id, str(record.seq), chunk_size):
+                SeqIO.write(SeqRecord(Seq(chunk), id=chunk_id, description=""), out, "fasta")
+    with (open(outdir / f"{base}_identified_nucleotide.fa", "w") as nucleotides,
+          open(outdir / f"{base}_identified_protein.faa", "w") as proteins):
+        for record in SeqIO.parse(chunked, "fasta"):
+            for frame_id, nucleotide, protein in identify_frames(record.id, str(record.seq)):
+                nucleotides.write(f">{frame_id}\n{nucleotide}\n")
+                proteins.write(f">{frame_id}\n{protein}\n")
+
+
+def consensus_file(predictions_path, out_path) -> None:
+    """The original's consensus as whole files: what `vnp consensus PREDICTIONS -o OUT` writes."""
+    with open(predictions_path, newline="") as handle:
+        rows = csv.reader(handle, delimiter="\t")
+        next(rows)  # Sequence_ID Prediction score1 score2
+        calls = consensus((sequence_id, float(score1), float(score2)) for sequence_id, _, score1, score2 in rows)
+    with open(out_path, "w", newline="") as out:
+        writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+        writer.writerow(("Modified_ID", "Is_Virus"))
+        writer.writerows(calls)
 
 
 def consensus(rows) -> list[tuple[str, bool]]:
