@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from vnp import predict
 from vnp.consensus import write_prediction_results
 from vnp.engine import parallel_results, parallel_store
@@ -72,10 +73,12 @@ def main(argv=None) -> int:
         by_frame, report["ids_per_frame_s"] = timed(store.get, "ids", np.arange(len(store)))
         ids, report["ids_column_s"] = timed(store.column, "ids")
         identical &= by_frame == ids
-        print(f"IDs: a decode per frame {report['ids_per_frame_s']:.2f} s, one column {report['ids_column_s']:.2f} s", flush=True)
+        print(f"IDs: a decode per frame {report['ids_per_frame_s']:.2f} s, "
+              f"one column {report['ids_column_s']:.2f} s", flush=True)
 
         scores = np.random.default_rng(0).random((len(ids), 2), dtype=np.float32)
-        _, report["results"]["1"] = timed(write_prediction_results, work / "results1.txt", ids, scores[:, 0], scores[:, 1])
+        _, report["results"]["1"] = timed(write_prediction_results, work / "results1.txt", ids,
+                                          scores[:, 0], scores[:, 1])
         print(f"results, 1 process: {report['results']['1']:.2f} s", flush=True)
         for n in counts:
             _, seconds = timed(parallel_results.write, work / f"results{n}.txt", serial, scores, n, work / "parts")

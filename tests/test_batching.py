@@ -3,8 +3,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vnp.engine.batching import (backing_off, gather_packed, gather_padded, length_sorted_order, next_batch_end,
-                                 shard, split_parts, token_batches)
+from vnp.engine.batching import (
+    backing_off,
+    gather_packed,
+    gather_padded,
+    length_sorted_order,
+    next_batch_end,
+    shard,
+    split_parts,
+    token_batches,
+)
 
 lengths_strategy = st.lists(st.integers(min_value=1, max_value=300), min_size=0, max_size=400)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save
-
 from conftest import GOLDEN
+from safetensors.torch import save
 from test_weights import DNABERT_JSON, dnabert_folder, perturbed_state, save_like_the_original, to_hf
+
 from vnp import cli, fetch
 from vnp.models.classifier import MLPClassifier
 from vnp.models.tokenizers import load_dnabert_tokenizer

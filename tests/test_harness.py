@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness import datasets, host, metrics, record, runs, samplers, scale as scales, targets
+from benchmarks.harness import datasets, host, metrics, record, runs, samplers, targets
+from benchmarks.harness import scale as scales
 
 REPO = Path(__file__).resolve().parents[1]
 CI = scales.SCALES["ci"]
@@ -44,7 +45,8 @@ FAKE_PIPELINE = textwrap.dedent('''
     chunks, frames = original.chunk_and_translate(records, chunk)
     rows = [frame_id for frame_id, _, _ in frames][int(os.environ.get("FAKE_DROP", "0")):]
     with open(out / "prediction_results.txt", "w") as f:
-        f.write("Sequence_ID\\tPrediction\\tscore1\\tscore2\\n" + "".join(f"{{r}}\\tvirus\\t0.2\\t0.8\\n" for r in rows))
+        f.write("Sequence_ID\\tPrediction\\tscore1\\tscore2\\n")
+        f.write("".join(f"{{r}}\\tvirus\\t0.2\\t0.8\\n" for r in rows))
     calls = sorted({{r[:-2] for r in rows}})
     with open(out / "prediction_results_highestscore.csv", "w") as f:
         f.write("Modified_ID\\tIs_Virus\\n" + "".join(f"{{c}}\\tTrue\\n" for c in calls))
@@ -85,7 +87,8 @@ def test_options_become_flags_the_command_lists(bench_env):
     target = targets.current()
     argv = target.argv(Path("in.fa"), Path("out"), {"model_type": 300, "cpu": True, "quiet": True, "resume": False,
                                                     "packing": False, "token_budget": 2048, "precision": None})
-    assert argv[-10:] == ["in.fa", "-o", "out", "-m", "300", "--cpu", "--quiet", "--no-packing", "--token-budget", "2048"]
+    assert argv[-10:] == ["in.fa", "-o", "out", "-m", "300", "--cpu", "--quiet", "--no-packing", "--token-budget",
+                          "2048"]
     assert target.argv(Path("i"), Path("o"), {"gpus": [0, 1]})[-2:] == ["--gpus", "0,1"]
 
 
@@ -108,8 +111,10 @@ def test_vnp_target_is_this_pythons_vnp(monkeypatch):
 
 def test_pipeline_state_stages_fold_into_run_record_names():
     state = {"stages": {
-        "CHUNKING": {"started_at": "2026-01-01T00:00:00", "completed_at": "2026-01-01T00:00:02", "duration_seconds": 2.0},
-        "TRANSLATION": {"started_at": "2026-01-01T00:00:02", "completed_at": "2026-01-01T00:00:05", "duration_seconds": 3.0},
+        "CHUNKING": {"started_at": "2026-01-01T00:00:00", "completed_at": "2026-01-01T00:00:02",
+                     "duration_seconds": 2.0},
+        "TRANSLATION": {"started_at": "2026-01-01T00:00:02", "completed_at": "2026-01-01T00:00:05",
+                        "duration_seconds": 3.0},
         "PROTEIN_FEATURES": {"started_at": "2026-01-01T00:00:05", "completed_at": "2026-01-01T00:01:05",
                              "duration_seconds": None},
         "CONSENSUS": {"status": "not_started", "started_at": None, "completed_at": None, "duration_seconds": None},
@@ -191,7 +196,8 @@ def test_leak_per_batch_recovers_a_known_growth():
 def test_sampler_follows_the_whole_process_tree(tmp_path):
     """RSS of a child's child is seen; without a GPU the NVML columns stay empty (and nothing fails)."""
     grandchild = "import time; x = bytearray(300 * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep(1.5)"
-    process = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"])
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
+    process = subprocess.Popen([sys.executable, "-c", child])
     sampler = samplers.Sampler(0.05).start(process.pid)
     process.wait()
     samples = sampler.stop()

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import GOLDEN
+
 from vnp import cli
 
 ORFS = GOLDEN / "public" / "test_with_orfs.fa"  # a few reads: a run takes seconds

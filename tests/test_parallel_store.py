@@ -18,7 +18,8 @@ def write_reads(path, count=600, seed=0, newline="\n", extra=""):
     rng = np.random.default_rng(seed)
     lines = ["\n"]  # a leading blank line, which only the first span may have
     for i in range(count):
-        sequence = "".join(rng.choice(list("ACGTacgtN"), size=int(rng.integers(80, 700)), p=[.24] * 4 + [.01] * 4 + [.0]))
+        size = int(rng.integers(80, 700))
+        sequence = "".join(rng.choice(list("ACGTacgtN"), size=size, p=[.24] * 4 + [.01] * 4 + [.0]))
         lines.append(f">read{i} sample=x\n" + "".join(sequence[j:j + 60] + "\n" for j in range(0, len(sequence), 60)))
     path.write_text(("".join(lines) + extra).replace("\n", newline))
     return path
@@ -56,9 +57,10 @@ def test_parallel_store_is_byte_identical_to_the_serial_one(tmp_path):
     assert vars(comp) == vars(serial_comp) and comp.frames > 0
     assert np.array_equal(lengths, serial_lengths)
     for field in FIELDS:
-        assert (tmp_path / "parallel" / f"{field}.bin").read_bytes() == (tmp_path / "serial" / f"{field}.bin").read_bytes()
-        assert np.array_equal(np.load(tmp_path / "parallel" / f"{field}.ends.npy"), np.load(tmp_path / "serial" / f"{field}.ends.npy"))
-    assert sorted(p.name for p in (tmp_path / "parallel").iterdir()) == sorted(p.name for p in (tmp_path / "serial").iterdir())
+        parallel, serial = tmp_path / "parallel", tmp_path / "serial"
+        assert (parallel / f"{field}.bin").read_bytes() == (serial / f"{field}.bin").read_bytes()
+        assert np.array_equal(np.load(parallel / f"{field}.ends.npy"), np.load(serial / f"{field}.ends.npy"))
+    assert sorted(p.name for p in parallel.iterdir()) == sorted(p.name for p in serial.iterdir())
 
 
 @pytest.mark.parametrize("extra, reason", [
@@ -88,7 +90,8 @@ def test_predict_builds_in_parallel_and_reports_problems_exactly_as_the_serial_p
     runs = {}
     for processes in (1, 3):
         record = RunRecord([])
-        runs[processes] = (predict._build_store(path, 300, tmp_path / f"work{processes}", record, processes), record.stages[0])
+        built = predict._build_store(path, 300, tmp_path / f"work{processes}", record, processes)
+        runs[processes] = (built, record.stages[0])
     assert runs[3][0] == runs[1][0]
     assert runs[3][1]["processes"] == 3 and runs[1][1]["processes"] == 1
     assert np.array_equal(np.load(tmp_path / "work3" / "order.npy"), np.load(tmp_path / "work1" / "order.npy"))
@@ -115,7 +118,8 @@ def test_parallel_results_are_the_serial_bytes(tmp_path):
     writer.close()
     scores = rng.random((5000, 2), dtype=np.float32)
     scores[7] = scores[7, ::-1] = 0.5  # a tie: "others"
-    write_prediction_results(tmp_path / "serial.txt", FrameStore(tmp_path / "store").column("ids"), scores[:, 0], scores[:, 1])
+    ids = FrameStore(tmp_path / "store").column("ids")
+    write_prediction_results(tmp_path / "serial.txt", ids, scores[:, 0], scores[:, 1])
     parallel_results.write(tmp_path / "parallel.txt", tmp_path / "store", scores, 3, tmp_path / "parts")
     assert (tmp_path / "parallel.txt").read_bytes() == (tmp_path / "serial.txt").read_bytes()
     assert not (tmp_path / "parts").exists()

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import GOLDEN
 
 ORFS = GOLDEN / "public" / "test_with_orfs.fa"
@@ -48,7 +47,8 @@ def test_predict_writes_results_consensus_and_a_valid_run_record(tmp_path, cache
     result = predict(ORFS, out, "-m", "500", cache_dir=cache_dir)
     assert "random weights" in result.stderr
     frames = data_lines(out / "prediction_results.txt")
-    expected_ids = [line[1:].strip() for line in (GOLDEN / "public" / "test_with_orfs_identified_protein.faa").read_text().splitlines() if line.startswith(">")]
+    proteins = (GOLDEN / "public" / "test_with_orfs_identified_protein.faa").read_text().splitlines()
+    expected_ids = [line[1:].strip() for line in proteins if line.startswith(">")]
     assert [row.split("\t")[0] for row in frames] == expected_ids
     for row in frames:
         _, label, s1, s2 = row.split("\t")
@@ -73,7 +73,8 @@ def test_predict_writes_results_consensus_and_a_valid_run_record(tmp_path, cache
 
 def test_two_cpu_workers_give_the_same_calls_as_one(tmp_path, cache_dir):
     predict(READS, tmp_path / "one", "-m", "300", cache_dir=cache_dir)
-    predict(READS, tmp_path / "two", "-m", "300", "--cpu-workers", "2", "--records-per-part", "700", cache_dir=cache_dir)
+    predict(READS, tmp_path / "two", "-m", "300", "--cpu-workers", "2", "--records-per-part", "700",
+            cache_dir=cache_dir)
     one = data_lines(tmp_path / "one" / "prediction_results.txt")
     two = data_lines(tmp_path / "two" / "prediction_results.txt")
     assert len(one) == len(two) == 3976
@@ -218,7 +219,8 @@ def test_parallel_preprocessing_and_writing_give_the_same_outputs(tmp_path, cach
     # without --quiet, a line per step says what happened
     assert "vnp: 3,000 reads -> 3,976 frames to embed on 1 device (" in said and "2 processes)" in said
     assert "vnp: embedded and classified: DNABERT-S" in said and "ESM-2" in said
-    assert f"vnp: wrote prediction_results.txt (3,976 frames) and prediction_results_highestscore.csv (2,346 chunks) to {parallel}" in said
+    assert ("vnp: wrote prediction_results.txt (3,976 frames) and prediction_results_highestscore.csv "
+            f"(2,346 chunks) to {parallel}") in said
     # (two torch threads may round a last bit differently: the writers' bytes are compared in test_parallel_store)
     rows = [[line.split("\t") for line in data_lines(out / "prediction_results.txt")] for out in (serial, parallel)]
     assert [r[:2] for r in rows[0]] == [r[:2] for r in rows[1]] and len(rows[0]) == 3976

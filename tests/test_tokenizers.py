@@ -6,8 +6,7 @@ from tokenizers import Tokenizer
 
 from vnp.errors import InputError, WeightsError
 from vnp.models import tokenizers as tk
-from vnp.models.tokenizers import (build_standin_tokenizer, dnabert_encode, esm_encode,
-                                   load_dnabert_tokenizer)
+from vnp.models.tokenizers import build_standin_tokenizer, dnabert_encode, esm_encode, load_dnabert_tokenizer
 
 esm = pytest.importorskip("esm")
 

@@ -15,7 +15,8 @@ SEQUENCE = st.lists(BASE, max_size=40).map("".join) | st.integers(0, 4).flatmap(
 
 
 def expected(seq):
-    return [(frame_id[-2:], nucleotide, protein) for frame_id, nucleotide, protein in original.identify_frames("x", seq)]
+    return [(frame_id[-2:], nucleotide, protein)
+            for frame_id, nucleotide, protein in original.identify_frames("x", seq)]
 
 
 @settings(max_examples=300)

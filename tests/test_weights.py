@@ -216,7 +216,8 @@ def test_esm_bf16_load_keeps_inv_freq_in_float32(tmp_path, esm_state):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda s: s.pop("layers.1.fc2.weight"), r"missing key 'layers\.1\.fc2\.weight' \(tiny\)"),
-    (lambda s: s.update({"layers.0.fc1.bias": torch.zeros(7)}), r"layers\.0\.fc1\.bias has shape \[7\], expected \[256\]"),
+    (lambda s: s.update({"layers.0.fc1.bias": torch.zeros(7)}),
+     r"layers\.0\.fc1\.bias has shape \[7\], expected \[256\]"),
     (lambda s: s.update({"layers.2.fc1.bias": torch.zeros(256)}), r"unexpected key 'layers\.2\.fc1\.bias'"),
 ])
 def test_esm_mismatched_files(tmp_path, esm_state, damage, message):
@@ -231,7 +232,8 @@ def test_esm_mismatched_files(tmp_path, esm_state, damage, message):
 def test_esm_file_of_another_size(tmp_path, esm_state):
     path = tmp_path / "tiny.safetensors"
     save_file(esm_state, path)
-    with pytest.raises(WeightsError, match=r"embed_tokens\.weight has shape \[33, 64\], expected \[33, 320\] \(t6_8M\)"):
+    expected = r"embed_tokens\.weight has shape \[33, 64\], expected \[33, 320\] \(t6_8M\)"
+    with pytest.raises(WeightsError, match=expected):
         load_esm2(str(path), "t6_8M", CPU, F32)
 
 
@@ -369,7 +371,8 @@ def save_like_the_original(model, path, monkeypatch):
     class OriginalMLP(torch.nn.Module):  # stands for the training script's class
         pass
 
-    OriginalMLP.__module__, OriginalMLP.__name__, OriginalMLP.__qualname__ = "__main__", "MLPClassifier", "MLPClassifier"
+    OriginalMLP.__module__ = "__main__"
+    OriginalMLP.__name__ = OriginalMLP.__qualname__ = "MLPClassifier"
     original = OriginalMLP()
     original.__dict__.update({k: v for k, v in model.__dict__.items() if k != "in_features"})
     monkeypatch.setattr(sys.modules["__main__"], "MLPClassifier", OriginalMLP, raising=False)

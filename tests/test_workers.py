@@ -10,8 +10,8 @@ import psutil
 import pytest
 import torch
 from safetensors.torch import save_file
-
 from test_predict import ORFS, cache_dir, predict  # noqa: F401 (cache_dir is a fixture)
+
 from vnp.engine import parts
 from vnp.engine.worker import Worker, WorkerConfig
 from vnp.errors import NonFiniteScoresError, VnpError

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import GOLDEN
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,8 @@ import argparse
 import json
 import statistics
 
-from benchmarks.harness import runs, scale as scales
+from benchmarks.harness import runs
+from benchmarks.harness import scale as scales
 
 
 def measure(role: str = "typical", pairs: int = 3, gpus: int = 1) -> dict:

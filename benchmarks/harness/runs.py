@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.harness import datasets, host, record, scale as scales, targets
+from benchmarks.harness import datasets, host, record, targets
+from benchmarks.harness import scale as scales
 from benchmarks.harness.samplers import Sampler
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,9 +155,11 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
     }
     result = record.build(harness, run, samples)
     record.write(result, record.record_path(machine, commit, name, repeat))
-    _say(f"{name}-r{repeat}: {harness['wall_seconds']:.1f} s, " + ("validated" if not problems else "; ".join(problems)))
+    verdict = "; ".join(problems) or "validated"
+    _say(f"{name}-r{repeat}: {harness['wall_seconds']:.1f} s, {verdict}")
     if problems:
-        raise RunFailed(f"{name}-r{repeat}: " + "; ".join(problems) + (f" ({harness['log_tail']})" if harness["log_tail"] else ""))
+        tail = f" ({harness['log_tail']})" if harness["log_tail"] else ""
+        raise RunFailed(f"{name}-r{repeat}: {verdict}{tail}")
     if not os.environ.get("VNP_BENCH_KEEP"):
         shutil.rmtree(workdir, ignore_errors=True)
     return result

@@ -17,8 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from vnp.engine import parts as part_files
-from vnp.engine.batching import (backing_off, gather_packed, gather_padded, length_sorted_order, next_batch_end,
-                                 shard, split_parts)
+from vnp.engine.batching import (
+    backing_off,
+    gather_packed,
+    gather_padded,
+    length_sorted_order,
+    next_batch_end,
+    shard,
+    split_parts,
+)
 from vnp.engine.devices import DTYPES, activation_bytes_per_token, default_token_budget
 from vnp.engine.store import FrameStore
 from vnp.errors import NonFiniteScoresError, VnpError

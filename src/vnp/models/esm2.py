@@ -2,8 +2,9 @@
 
 The same computation as fair-esm, token for token: pre-LN layers, q scaled by head_dim ** -0.5, rotary
 positions counted from each sequence's BOS (angles in float32), attention softmax in float32, the
-token-dropout scale 0.88, the final ``emb_layer_norm_after``. Parameter names are fair-esm's (after its ``encoder.`` prefix), so a fair-esm
-state dict loads as is; the LM and contact heads are left out (inference needs neither).
+token-dropout scale 0.88, the final ``emb_layer_norm_after``. Parameter names are fair-esm's (after its
+``encoder.`` prefix), so a fair-esm state dict loads as is; the LM and contact heads are left out
+(inference needs neither).
 """
 
 from __future__ import annotations
