@@ -105,8 +105,8 @@ class _Outputs:
             shutil.rmtree(self.outputs, ignore_errors=True)
 
 
-class Preprocess(_Outputs):
-    """`vnp preprocess` on 20,000 reads (chunks of 300), against the original rules writing the same files."""
+class _AgainstOriginal(_Outputs):
+    """A vnp command against the original rules doing the same job: one timed run a sample."""
 
     params = (IMPLEMENTATIONS,)
     param_names = ("implementation",)
@@ -114,6 +114,10 @@ class Preprocess(_Outputs):
     number = 1
     repeat = (2, 5, 10.0)
     warmup_time = 0
+
+
+class Preprocess(_AgainstOriginal):
+    """`vnp preprocess` on 20,000 reads (chunks of 300), against the original rules writing the same files."""
 
     def setup_cache(self):
         return str(reads_file(READS))
@@ -137,15 +141,8 @@ class Preprocess(_Outputs):
         self._preprocess(implementation)
 
 
-class Consensus(_Outputs):
+class Consensus(_AgainstOriginal):
     """`vnp consensus` on the per-frame results of 20,000 reads, against the original rule."""
-
-    params = (IMPLEMENTATIONS,)
-    param_names = ("implementation",)
-    version = "1"
-    number = 1
-    repeat = (2, 5, 10.0)
-    warmup_time = 0
 
     def setup_cache(self):
         return str(predictions_file(READS))
