@@ -405,3 +405,15 @@ def test_the_harness_never_imports_the_pipeline():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             imports += [f"{path.relative_to(REPO)}: {n}" for n in names if n == "vnp" or n.startswith("vnp.")]
     assert imports == []
+
+
+def test_records_carry_no_path_of_the_machine_that_made_them(tmp_path):
+    home = str(Path.home())
+    made = {"run": {"config": {"input": str(record.REPO / "data" / "cache" / "typical.fa"),
+                               "outdir": f"{home}/work/out"}, "argv": [str(record.REPO)]}, "n": [1, 2.5, None]}
+    path = tmp_path / "r.json"
+    record.write(made, path)
+    text = path.read_text()
+    assert str(record.REPO) not in text and home not in text
+    assert json.loads(text) == {"run": {"config": {"input": "data/cache/typical.fa", "outdir": "~/work/out"},
+                                        "argv": ["."]}, "n": [1, 2.5, None]}

@@ -137,13 +137,25 @@ def build(harness: dict, run: dict | None, samples: dict) -> dict:
             "stage_peaks": stage_peaks(run, samples)}
 
 
+def portable(value):
+    """``value`` with this checkout's and the home folder's paths written relative (``~`` for home): records
+    are committed, and a path of the machine that made them means nothing anywhere else."""
+    if isinstance(value, str):
+        return value.replace(f"{REPO}{os.sep}", "").replace(str(REPO), ".").replace(f"{Path.home()}{os.sep}", "~/")
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item) for item in value]
+    return value
+
+
 def write(record: dict, path: Path) -> None:
-    """Atomically: a reader never sees half a record."""
+    """Atomically: a reader never sees half a record. Paths are made portable first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, separators=(",", ":"))
+            json.dump(portable(record), handle, separators=(",", ":"))
             handle.write("\n")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
