@@ -99,3 +99,21 @@ def test_bad_prediction_file_one_line_nonzero_exit_nothing_left(tmp_path):
     assert done.returncode != 0
     assert len(done.stderr.strip().splitlines()) == 1 and "line 2" in done.stderr
     assert not (tmp_path / "prediction_results_highestscore.csv").exists()
+
+
+@pytest.mark.parametrize("command, name, content", [
+    ("consensus", "prediction_results.txt",
+     b"Sequence_ID\tPrediction\tscore1\tscore2\nr\xff_chunk_1F1\tvirus\t0.1\t0.9\n"),
+    ("embed", "proteins.faa", b">a\nMK\xffV\n"),
+])
+def test_non_utf8_input_is_one_line_exit_2_nothing_written(tmp_path, command, name, content):
+    source = tmp_path / name
+    source.write_bytes(content)
+    out = tmp_path / "out.file"
+    extra = ("esm2",) if command == "embed" else ()
+    tail = ("--model-size", "tiny", "--cpu") if command == "embed" else ()
+    done = vnp(command, *extra, source, "-o", out, *tail)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"vnp: error: {source}: not UTF-8 text (a binary or otherwise "
+                                                "encoded file?)"]
+    assert not out.exists()

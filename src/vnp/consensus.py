@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vnp.atomic import atomic_write
-from vnp.errors import InputError
+from vnp.errors import InputError, utf8_text
 
 RESULTS_HEADER = ("Sequence_ID", "Prediction", "score1", "score2")
 RESULTS_HEADER_LINE = "\t".join(RESULTS_HEADER) + "\n"
@@ -77,7 +77,7 @@ def read_prediction_results(path) -> tuple[list[str], np.ndarray, np.ndarray]:
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     ids, score1, score2 = [], [], []
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle, utf8_text(path):
         header = handle.readline().rstrip("\r\n").split("\t")
         if header != list(RESULTS_HEADER):
             raise InputError(f"{path}: not a prediction results file (header is not {' '.join(RESULTS_HEADER)})")

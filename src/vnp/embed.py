@@ -15,7 +15,7 @@ import numpy as np
 from vnp.atomic import atomic_write
 from vnp.engine.devices import resolve_devices, resolve_precision
 from vnp.engine.worker import MODEL_CONFIGS, Worker, WorkerConfig
-from vnp.errors import InputError
+from vnp.errors import InputError, utf8_text
 
 
 def read_records(path: str) -> tuple[list[str], list[str]]:
@@ -26,7 +26,7 @@ def read_records(path: str) -> tuple[list[str], list[str]]:
         raise InputError(f"input file {path} does not exist")
     ids, sequences = [], []
     number_of: dict[str, int] = {}  # the rows are found by ID, so each must name one record
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle, utf8_text(path):
         for number, (title, sequence) in enumerate(SimpleFastaParser(handle), start=1):
             words = title.split(None, 1)
             if not words:

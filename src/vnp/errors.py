@@ -6,6 +6,7 @@ exception to it, so the command's exit status and run.json's ``exit`` always agr
 
 from __future__ import annotations
 
+import contextlib
 import errno
 
 
@@ -19,6 +20,15 @@ class InputError(VnpError):
     """The input FASTA is missing, empty or malformed."""
 
     exit_code = 2
+
+
+@contextlib.contextmanager
+def utf8_text(path):
+    """Reading ``path`` as text: a byte that is not UTF-8 is one InputError line, not a traceback."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text (a binary or otherwise encoded file?)") from None
 
 
 class WeightsError(VnpError):
