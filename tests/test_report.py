@@ -132,34 +132,17 @@ def rendered(tmp_path_factory):
     return root / "report", json.loads((root / "report" / "report.json").read_text())
 
 
+def tree_options(tree) -> list[str]:
+    """The synthetic tree's asv results, RunRecords and dataset definitions, as the scripts take them."""
+    return ["--results", str(tree), "--records", str(tree / "records"), "--datasets-file", str(tree / "datasets.json")]
+
+
 def run_project(tree, *extra):
-    return load_script("project").main(
-        [
-            "--results",
-            str(tree),
-            "--records",
-            str(tree / "records"),
-            "--datasets-file",
-            str(tree / "datasets.json"),
-            *extra,
-        ]
-    )
+    return load_script("project").main([*tree_options(tree), *extra])
 
 
 def run_report(tree, out, *extra):
-    return load_script("report").main(
-        [
-            "--results",
-            str(tree),
-            "--records",
-            str(tree / "records"),
-            "--datasets-file",
-            str(tree / "datasets.json"),
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    return load_script("report").main([*tree_options(tree), "--out", str(out), *extra])
 
 
 # --- project.py ---------------------------------------------------------------------------------------
