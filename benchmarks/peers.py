@@ -89,7 +89,8 @@ def load_peer(weights: str):
     disable_progress_bar()  # its bars on stderr are noise in asv's log
     device, dtype = _device_and_dtype()
     model = EsmModel.from_pretrained(weights, dtype=dtype, attn_implementation="sdpa", add_pooling_layer=False)
-    return EsmTokenizer.from_pretrained(weights), model.to(device).eval()
+    # the dtype again: transformers 4.x before 4.56 knew it only as torch_dtype, and would load fp32
+    return EsmTokenizer.from_pretrained(weights), model.to(device=device, dtype=dtype).eval()
 
 
 def embed_peer(tokenizer, model, proteins: list[str], batch_size: int):
