@@ -116,7 +116,7 @@ class Record:
     @property
     def problem(self) -> str | None:
         """Why this run cannot teach a cost (None when it can)."""
-        if self.exit_code != 0 or self.validated is False:
+        if self.exit_code != 0 or self.validated is not True:  # a record that does not say so is not validated
             return "failed or unvalidated run"
         if self.resumed:
             return "resumed run (its time covers only part of the work)"

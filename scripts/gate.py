@@ -9,6 +9,12 @@ BASE's and, where both have samples, a rank test says the difference is real. Un
 it also judges when some benchmark failed to run (asv then prints no table and exits 2), and it judges
 only the benchmarks `--judged` matches: the others are listed, and count only when they newly fail.
 
+A benchmark that had a value at BASE and has none at HEAD (failed, n/a or missing) is newly failing: a
+HEAD that stops producing a number must not pass. So is a judged benchmark with fewer samples than the
+rounds should have given (``--samples``: asv drops a benchmark's earlier samples when a round fails). A
+gate that judged nothing cannot pass (exit 2). A BASE value of 0 (a clamped cost: no leak, no back-off)
+has no ratio: its growth is listed, not judged.
+
 Exit codes: 0 nothing regressed, 1 regressed or newly failing benchmarks (listed), 2 no results to compare.
 """
 
@@ -41,22 +47,34 @@ def read(results_dir: Path, machine: str, env: str, commit: str, benchmarks: dic
     return values
 
 
-def failed(value) -> bool:
-    return value is None  # asv: None = failed, NaN = skipped (n/a)
+def has_value(value) -> bool:
+    return value is not None and not math.isnan(value)  # asv: None = failed, NaN = skipped (n/a)
 
 
-def verdict(base: dict, head: dict, factor: float, judged: str) -> tuple[list, list]:
-    """(regressed, newly failing): rows of (name, base value, head value, ratio)."""
-    regressed, newly_failing = [], []
+def sample_count(value, stats_and_samples) -> int:
+    samples = stats_and_samples[1] if stats_and_samples else None
+    return len(samples) if samples else int(has_value(value))
+
+
+def verdict(base: dict, head: dict, factor: float, judged: str, samples: int = 1) -> tuple[list, list, list]:
+    """(regressed, newly failing, from zero): rows of (name, base value, head value, ratio or reason)."""
+    regressed, newly_failing, from_zero = [], [], []
     for name in sorted(set(base) | set(head)):
         (before, before_ss), (after, after_ss) = base.get(name, (math.nan, None)), head.get(name, (math.nan, None))
-        if failed(after) and not failed(before) and not math.isnan(before):
-            newly_failing.append((name, before, None, None))
-        elif failed(before) or failed(after) or math.isnan(before) or math.isnan(after):
+        if not has_value(before):
             continue
-        elif re.search(judged, name) and _is_result_better(before, after, before_ss, after_ss, factor):
-            regressed.append((name, before, after, after / before if before else math.inf))
-    return regressed, newly_failing
+        if not has_value(after):
+            newly_failing.append((name, before, None, "no value at HEAD"))
+        elif not re.search(judged, name):
+            continue
+        elif min(sample_count(before, before_ss), sample_count(after, after_ss)) < samples:
+            newly_failing.append((name, before, after, f"fewer than {samples} samples (a round failed?)"))
+        elif before == 0:
+            if after > 0:
+                from_zero.append((name, before, after, None))
+        elif _is_result_better(before, after, before_ss, after_ss, factor):
+            regressed.append((name, before, after, after / before))
+    return regressed, newly_failing, from_zero
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(option, required=True)
     parser.add_argument("--factor", type=float, required=True)
     parser.add_argument("--judged", default=".*", help="regex of the benchmarks whose values are judged")
+    parser.add_argument("--samples", type=int, default=1, help="samples each judged benchmark must have")
     args = parser.parse_args(argv)
     results = Path(args.results)
     try:
@@ -77,13 +96,20 @@ def main(argv: list[str] | None = None) -> int:
         missing = ", ".join(c[:8] for c, r in ((args.base, base), (args.head, head)) if not r)
         print(f"gate: asv saved no results for {missing}: nothing to compare", file=sys.stderr)
         return 2
-    regressed, newly_failing = verdict(base, head, args.factor, args.judged)
-    judged = sum(1 for name in set(base) & set(head) if re.search(args.judged, name))
+    regressed, newly_failing, from_zero = verdict(base, head, args.factor, args.judged, args.samples)
+    judged = sum(1 for name in set(base) & set(head)
+                 if re.search(args.judged, name) and has_value(base[name][0]) and has_value(head[name][0]))
     print(f"gate: {args.base[:8]} -> {args.head[:8]}: {len(base)} benchmarks, {judged} judged at factor {args.factor}")
     for name, before, after, ratio in regressed:
         print(f"gate: REGRESSED  {ratio:6.2f}x  {before:.4g} -> {after:.4g}  {name}")
-    for name, before, _, _ in newly_failing:
-        print(f"gate: NEWLY FAILING  (was {before:.4g})  {name}")
+    for name, before, _, reason in newly_failing:
+        print(f"gate: NEWLY FAILING  (was {before:.4g}: {reason})  {name}")
+    for name, _, after, _ in from_zero:
+        print(f"gate: note: from 0 to {after:.4g} (no ratio; not judged)  {name}")
+    if not (regressed or newly_failing) and not judged:
+        print(f"gate: nothing judged: no benchmark matching /{args.judged}/ has a value at both commits "
+              "(select some with -b?)", file=sys.stderr)
+        return 2
     if regressed or newly_failing:
         print(f"gate: FAIL: {len(regressed)} regressed, {len(newly_failing)} newly failing")
         return 1

@@ -34,10 +34,11 @@ settings=$("$PY" - <<'EOF'
 from benchmarks.harness import host, scale
 s = scale.current()
 host.write_asv_machine_file(host.machine_info())
-print(host.machine_name(), s.gate_rounds, s.gate_factor, s.gate_judged, "spawn" if s.on_gpu else "forkserver")
+print(host.machine_name(), s.gate_rounds, s.gate_rounds * s.repeats, s.gate_factor,
+      "spawn" if s.on_gpu else "forkserver", s.gate_judged)
 EOF
 ) || fail "could not read the scale's gate settings (VNP_BENCH_SCALE=$VNP_BENCH_SCALE)"
-read -r machine rounds factor judged launch <<<"$settings"
+read -r machine rounds samples factor launch judged <<<"$settings"  # the regex last: it may hold spaces
 factor=${VNP_GATE_FACTOR:-$factor}
 env_name="sysvenv-py$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-VNP_BENCH_SCALE$VNP_BENCH_SCALE"
 
@@ -45,8 +46,9 @@ env_name="sysvenv-py$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2]
 # configuration's directory and imports the plugin and reads pyproject.toml from there: link them.
 work=$(mktemp -d "${TMPDIR:-/tmp}/vnp-gate.XXXXXX")
 if [ -n "${VNP_GATE_KEEP:-}" ]; then echo "gate: keeping $work"; else trap 'rm -rf "$work"' EXIT; fi
-# The compared commits' RunRecords are as throwaway as their results.
-export VNP_BENCH_RECORDS=$work/records
+# The compared commits' RunRecords and work directories are as throwaway as their results (a leftover work
+# directory would be resumed by the next gate, and a resumed run reports no times).
+export VNP_BENCH_RECORDS=$work/records VNP_BENCH_WORK=$work/work
 "$PY" - "$work" <<'EOF' || fail "could not write the gate's asv configuration"
 import json, sys
 from pathlib import Path
@@ -74,4 +76,4 @@ done
 # asv's own table of what changed (it always exits 0), then the verdict.
 "${asv[@]}" compare --machine "$machine" -E "$env_name" --factor "$factor" --only-changed --sort ratio "$base" "$head"
 "$PY" scripts/gate.py --results "$work/results" --machine "$machine" --env "$env_name" \
-  --base "$base" --head "$head" --factor "$factor" --judged "$judged"
+  --base "$base" --head "$head" --factor "$factor" --judged "$judged" --samples "$samples"

@@ -25,14 +25,14 @@ def samples(*values):
 def test_a_clear_slowdown_with_samples_is_a_regression():
     base = {"s.T.track(1)": (1.0, samples(1.0, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01, 0.99))}
     head = {"s.T.track(1)": (1.3, samples(1.3, 1.31, 1.29, 1.32, 1.28, 1.3, 1.31, 1.29))}
-    regressed, failing = gate.verdict(base, head, 1.2, JUDGE_ALL)
+    regressed, failing, _ = gate.verdict(base, head, 1.2, JUDGE_ALL, samples=8)
     assert [(name, round(ratio, 2)) for name, _, _, ratio in regressed] == [("s.T.track(1)", 1.3)] and failing == []
 
 
 def test_a_big_ratio_that_the_samples_do_not_support_is_no_regression():
     base = {"s.T.track(1)": (1.0, samples(0.5, 2.0, 0.6, 1.0, 1.9, 0.7, 1.1, 0.9))}
     head = {"s.T.track(1)": (1.3, samples(0.6, 2.1, 1.3, 0.5, 1.8, 1.4, 1.2, 1.3))}
-    assert gate.verdict(base, head, 1.2, JUDGE_ALL) == ([], [])
+    assert gate.verdict(base, head, 1.2, JUDGE_ALL, samples=8) == ([], [], [])
 
 
 def test_only_judged_benchmarks_regress_but_any_may_newly_fail():
@@ -40,9 +40,30 @@ def test_only_judged_benchmarks_regress_but_any_may_newly_fail():
             "s.Other.track(1)": (5.0, (None, None)), "s.Skipped.track(1)": (math.nan, (None, None))}
     head = {"s.Wall.track(1)": (3.0, (None, None)), "s.Cpu.track(1)": (1.5, (None, None)),
             "s.Other.track(1)": (None, (None, None)), "s.Skipped.track(1)": (None, (None, None))}
-    regressed, failing = gate.verdict(base, head, 1.2, r"\.Cpu\.")
+    regressed, failing, _ = gate.verdict(base, head, 1.2, r"\.Cpu\.")
     assert [r[0] for r in regressed] == ["s.Cpu.track(1)"]
     assert [f[0] for f in failing] == ["s.Other.track(1)"]  # n/a before is not "newly" failing
+
+
+def test_a_value_lost_at_head_is_newly_failing_not_a_pass():
+    """A HEAD whose runs are skipped (n/a) or missing must not pass: the number is gone."""
+    base = {"s.T.track(1)": (1.0, (None, None)), "s.T.track(2)": (2.0, (None, None))}
+    head = {"s.T.track(1)": (math.nan, (None, None))}
+    _, failing, _ = gate.verdict(base, head, 1.2, JUDGE_ALL)
+    assert [f[0] for f in failing] == ["s.T.track(1)", "s.T.track(2)"]
+
+
+def test_a_judged_benchmark_short_of_samples_fails():
+    """asv drops a benchmark's earlier samples when a round fails: 2 left of 8 cannot judge a slowdown."""
+    base = {"s.T.track(1)": (1.0, samples(*[1.0 + i / 100 for i in range(8)]))}
+    head = {"s.T.track(1)": (3.0, samples(3.0, 3.1))}
+    regressed, failing, _ = gate.verdict(base, head, 1.2, JUDGE_ALL, samples=8)
+    assert regressed == [] and [f[0] for f in failing] == ["s.T.track(1)"] and "samples" in failing[0][3]
+
+
+def test_growth_from_zero_is_listed_not_judged():
+    base, head = {"s.Leak.track(1)": (0.0, (None, None))}, {"s.Leak.track(1)": (1.0, (None, None))}
+    assert gate.verdict(base, head, 1.1, JUDGE_ALL) == ([], [], [("s.Leak.track(1)", 0.0, 1.0, None)])
 
 
 def test_no_results_means_the_gate_could_not_run(tmp_path):

@@ -182,3 +182,19 @@ def test_injected_out_of_memory_errors_halve_the_budget_and_keep_every_record():
     assert worker.stages["esm2"].oom_backoffs == 2 and worker.budget["esm2"] == 128
     assert worker.stages["esm2"].items == 4 and tokens == sum(len(p) + 2 for p in PROTEINS)
     torch.testing.assert_close(embeddings, clean, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_weights_that_changed_under_the_same_path(tmp_path, cache_dir):  # noqa: F811
+    """A killed run resumed with other weights at the same path would mix two models' scores, exit 0."""
+    classifier = tmp_path / "classifier.safetensors"
+    save_file(MLPClassifier(160).state_dict(), classifier)
+    out = tmp_path / "out"
+    failed = predict(ORFS, out, "--classifier", classifier, "--records-per-part", "1", "--token-budget", "1",
+                     cache_dir=cache_dir, env={"VNP_FAULT_OOM": "3"}, check=False)
+    assert failed.returncode != 0 and list((out / ".vnp-work" / "scores").glob("*.npz"))
+    torch.manual_seed(1)
+    save_file(MLPClassifier(160).state_dict(), classifier)  # other weights, same name and size
+    resumed = predict(ORFS, out, "--classifier", classifier, "--records-per-part", "1", "--resume",
+                      cache_dir=cache_dir, check=False)
+    assert resumed.returncode == 4 and "another input or configuration" in resumed.stderr
+    assert not (out / "prediction_results.txt").exists()

@@ -96,7 +96,9 @@ class Sampler:
             self.nvml[name].append(value)
 
     def _sample_host(self, psutil, now: float) -> None:
-        if now - self._refreshed >= TREE_REFRESH_S:
+        # At a fine interval (the ci scale's 20 ms) look for new workers every few ticks: a worker that starts
+        # its stage within a second of starting would otherwise have no schedstat sample before the stage.
+        if now - self._refreshed >= min(TREE_REFRESH_S, 5 * self.interval_s):
             self._refresh_tree(psutil)
             self._refreshed = now
         rss = cpu = 0.0

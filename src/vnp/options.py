@@ -32,7 +32,7 @@ DEFAULTS = {"precision": "auto", "attention": "sdpa", "packing": True, "persiste
 
 @dataclass(frozen=True)
 class Weights:
-    """Weight locations as given; None: seeded random weights of the exact architecture."""
+    """Weight locations (absolute); None: seeded random weights of the exact architecture."""
 
     esm2: str | None = None
     dnabert: str | None = None
@@ -40,6 +40,18 @@ class Weights:
 
     def as_dict(self) -> dict:
         return {"esm2": self.esm2, "dnabert": self.dnabert, "classifier": self.classifier}
+
+    def files(self) -> dict:
+        """Name, size and mtime of every weights file: what ``--resume`` checks, since the same path may hold
+        other weights by then (a copied-over file, a relative path run from elsewhere)."""
+        found = {}
+        for name, path in self.as_dict().items():
+            if path is None:
+                continue
+            root = Path(path)
+            members = sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else [root]
+            found[name] = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in members]
+        return found
 
     def check(self) -> None:
         """Every path given exists: found now, not after preprocessing (a corrupt file is found at load)."""
@@ -92,7 +104,7 @@ class PredictOptions:
             "token_budget": None, "records_per_part": self.records_per_part,
             "expandable_segments": self.expandable_segments, "max_memory_fraction": self.max_memory_fraction,
             "threads": self.threads or os.cpu_count(), "variant": self.variant, "resume": self.resume,
-            "weights": self.weights.as_dict(),
+            "weights": self.weights.as_dict(), "weights_files": self.weights.files(),
         }
 
     @classmethod
@@ -103,7 +115,8 @@ class PredictOptions:
         if args.resume and args.force:
             raise VnpError("--resume continues the run in OUTDIR and --force replaces it: choose one")
         _check_numbers(args)
-        weights = Weights(args.esm_weights, args.dnabert_dir, args.classifier)
+        given = (args.esm_weights, args.dnabert_dir, args.classifier)
+        weights = Weights(*(str(Path(path).resolve()) if path else None for path in given))
         weights.check()
         switches = _switches(args)
         devices, gpus = _devices(args)

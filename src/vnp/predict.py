@@ -39,8 +39,8 @@ from vnp.options import PredictOptions
 from vnp.runrecord import RunRecord
 
 # What must not change between a run and its --resume (with the input's path, size and mtime).
-RESUME_KEYS = ("chunk_size", "model_size", "precision", "attention", "packing", "weights", "records_per_part",
-               "devices")
+RESUME_KEYS = ("chunk_size", "model_size", "precision", "attention", "packing", "weights", "weights_files",
+               "records_per_part", "devices")
 
 
 def run(options: PredictOptions) -> int:
