@@ -133,6 +133,18 @@ def test_force_replaces_only_vnps_own_files(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
 
 
+def test_files_named_like_intermediates_are_not_vnps_unless_its_record_says_so(tmp_path):
+    """A chunked file made by the user (or the original tool) in OUTDIR is never deleted by --resume/--force."""
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "test_with_orfs_chunked500.fa"
+    mine.write_text(">mine\nACGT\n")
+    for mode in ("--resume", "--force"):
+        result = predict(ORFS, out, mode)
+        assert result.returncode == 4 and "test_with_orfs_chunked500.fa" in one_error_line(result.stderr)
+        assert sorted(p.name for p in out.iterdir()) == [mine.name] and mine.read_text() == ">mine\nACGT\n"
+
+
 # -- 2. options, input and weights are checked before OUTDIR is touched; old results survive a failure ----
 @pytest.mark.parametrize("extra, code, words", [
     (("--gpus", "abc"), 1, "--gpus"),

@@ -3,6 +3,7 @@
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -198,3 +199,24 @@ def test_resume_refuses_weights_that_changed_under_the_same_path(tmp_path, cache
                       cache_dir=cache_dir, check=False)
     assert resumed.returncode == 4 and "another input or configuration" in resumed.stderr
     assert not (out / "prediction_results.txt").exists()
+
+
+def test_helper_pool_processes_die_with_a_killed_parent(tmp_path):
+    """The preprocessing and writing pools too: a kill -9 of vnp leaves no helper blocked forever."""
+    script = ("import time\nfrom vnp.engine.lifetime import helper_pool\n"
+              "if __name__ == '__main__':\n"
+              "    with helper_pool(2) as pool:\n"
+              "        list(pool.map(time.sleep, [60, 60]))\n")
+    (tmp_path / "pool.py").write_text(script)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "pool.py")], cwd=tmp_path)
+    try:
+        deadline = time.time() + 60
+        while len(helpers := psutil.Process(parent.pid).children(recursive=True)) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert len(helpers) >= 2
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        _, alive = psutil.wait_procs(helpers, timeout=15)
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        parent.kill()

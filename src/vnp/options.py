@@ -104,6 +104,7 @@ class PredictOptions:
             "token_budget": None, "records_per_part": self.records_per_part,
             "expandable_segments": self.expandable_segments, "max_memory_fraction": self.max_memory_fraction,
             "threads": self.threads or os.cpu_count(), "variant": self.variant, "resume": self.resume,
+            "keep_intermediate": self.keep_intermediate,
             "weights": self.weights.as_dict(), "weights_files": self.weights.files(),
         }
 

@@ -94,7 +94,7 @@ def claim(outdir: Path, input_path: Path, config: dict, *, force: bool, resume: 
 
 def _check_contents(outdir: Path, config: dict, *, force: bool, resume: bool, created: list[Path]) -> Claim:
     previous, unreadable = _previous_config(outdir / RECORD)
-    own = own_names(config) | own_names(previous)
+    own = own_names(None) | own_names(previous)  # what an earlier run says it wrote; this run has written nothing
     entries = sorted(p.name for p in outdir.iterdir() if p.name != LOCKFILE)
     if entries and not (force or resume):
         raise OutputDirError(f"output directory {outdir} is not empty: use --resume to continue the run "
@@ -114,10 +114,15 @@ def _check_contents(outdir: Path, config: dict, *, force: bool, resume: bool, cr
 
 
 def own_names(config: dict | None) -> set[str]:
-    """Names of what a run with run.json ``config`` writes into OUTDIR."""
+    """Names of what a run with run.json ``config`` writes into OUTDIR (None: what every run writes).
+
+    The --keep-intermediate files count only when the record says the run wrote them: a file of the same
+    name made by the user or the original tool is not vnp's to delete.
+    """
     names = {RESULTS, CONSENSUS, RECORD, WORKDIR, LOCKFILE}
-    with contextlib.suppress(KeyError, TypeError, ValueError):
-        names.update(output_names(config["input"], int(config["chunk_size"])))
+    if isinstance(config, dict) and config.get("keep_intermediate") is True:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            names.update(output_names(config["input"], int(config["chunk_size"])))
     return names
 
 

@@ -9,15 +9,14 @@ file, and the parent concatenates the parts in order: the same bytes as `consens
 from __future__ import annotations
 
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from vnp.atomic import atomic_write
 from vnp.consensus import RESULTS_HEADER_LINE, result_lines, write_prediction_results
+from vnp.engine.lifetime import helper_pool
 from vnp.engine.store import FrameStore
 
 # Worth it when rows x (1 - 1/processes) reaches this: spawning the writers, concatenating their parts and
@@ -38,7 +37,7 @@ def write(path: Path, store_dir: Path, scores: np.ndarray, processes: int, parts
     parts_dir.mkdir(parents=True, exist_ok=True)
     parts = [parts_dir / f"results{index:04d}.part" for index in range(len(blocks))]
     try:
-        with ProcessPoolExecutor(len(blocks), mp_context=get_context("spawn")) as pool:
+        with helper_pool(len(blocks)) as pool:
             list(pool.map(_write_block, [str(store_dir)] * len(blocks), blocks,
                           [scores[a:b] for a, b in blocks], map(str, parts)))
         with atomic_write(path, "wb") as out:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
+from vnp.engine.lifetime import helper_pool
 from vnp.engine.store import FIELDS, FrameStoreWriter
 from vnp.errors import InputError
 from vnp.fasta import Composition, read_fasta_span, record_spans
@@ -46,7 +45,7 @@ def build(path: Path, chunk_size: int, directory: Path, processes: int) -> tuple
         raise NeedsSerialPass("gzip input or a pipe" if spans is None else "empty file")
     pieces = [directory / f"span{index:04d}" for index in range(len(spans))]
     try:
-        with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
+        with helper_pool(processes) as pool:
             results = list(pool.map(_build_span, [str(path)] * len(spans), spans, [chunk_size] * len(spans),
                                     map(str, pieces)))
     except BrokenProcessPool as error:  # a process killed (out of memory?): one pass still works

@@ -15,19 +15,15 @@ part files it might still write carry its own run's id (``parts.py``).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import queue as queue_module
-import signal
-import sys
 import threading
 from dataclasses import replace
 
+from vnp.engine.lifetime import die_with_parent
 from vnp.engine.worker import Worker, WorkerConfig
 from vnp.errors import VnpError
 from vnp.progress import progress_bar
-
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class WorkerPool:
@@ -130,18 +126,6 @@ class WorkerPool:
             if process.is_alive():
                 process.terminate()
             process.join()
-
-
-def die_with_parent(parent: int | None) -> None:
-    """Have the kernel kill this process when its parent dies (Linux); exit now if it already has."""
-    if parent is None:
-        return
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:  # died before the signal was armed
-        os._exit(1)
 
 
 def _wait_for_plan(plans, parent: int | None) -> dict:
