@@ -146,6 +146,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_file(self, data: bytes, headers: dict, body: bool, path: str):
         start = int(re.fullmatch(r"bytes=(\d+)-", self.headers["Range"])[1]) if self.headers.get("Range") else 0
+        if start >= len(data) > 0:  # as real servers answer a range past the end
+            self.send(416, b"range not satisfiable", {"Content-Range": f"bytes */{len(data)}"}, body)
+            return
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         if body and not start and path in self.server.cut_once:  # the connection drops half-way, once
@@ -350,3 +353,24 @@ def test_the_default_folder_serves_full_runs_only_when_complete(tmp_path, monkey
     assert "not using the fetched weights" in capsys.readouterr().err
     with pytest.raises(fetch.WeightsError, match="no manifest.json"):
         resolved(weights=str(tmp_path / "elsewhere"))
+
+
+def test_a_foreign_manifest_is_refused_not_replaced(tmp_path, publisher, capsys):
+    dest = tmp_path / "weights"
+    dest.mkdir()
+    (dest / "manifest.json").write_text('{"owner": "another tool"}')
+    code, err = vnp_fetch(dest, "--only", "classifier-300", capsys=capsys)
+    assert code == 3 and "not a vnp-weights/1 manifest" in err
+    assert (dest / "manifest.json").read_text() == '{"owner": "another tool"}'
+
+
+def test_a_whole_part_file_left_by_a_killed_fetch_does_not_block_the_next(tmp_path, publisher, published, capsys):
+    dest = tmp_path / "weights"
+    (dest / "virnucpro").mkdir(parents=True)
+    whole = published["virnucpro"]["300_model.pth"]
+    (dest / "virnucpro" / "300_model.pth.part").write_bytes(whole)  # killed between the last write and the rename
+    code, err = vnp_fetch(dest, "--only", "classifier-300", capsys=capsys)
+    assert code == 3 and "416" in err  # the server refuses the range past the end: the .part is dropped ...
+    code, err = vnp_fetch(dest, "--only", "classifier-300", capsys=capsys)
+    assert code == 0, err  # ... and the next fetch starts afresh
+    assert (dest / "virnucpro" / "300_model.pth").read_bytes() == whole

@@ -370,3 +370,23 @@ def test_predict_options_are_checked_once_and_frozen(tmp_path):
     assert options.argv == ("vnp", *argv) and options.outdir.is_absolute()
     with pytest.raises(dataclasses.FrozenInstanceError):
         options.force = True
+
+
+def test_a_lock_taken_on_a_lock_file_that_was_replaced_meanwhile_is_not_held(tmp_path, monkeypatch):
+    """Run A ends (unlinks its lock file) and run C creates a new one between our open and our flock: our lock
+    on the old inode guards nothing, so we must not go on as if we held OUTDIR."""
+    from vnp import outdir as out
+
+    directory = tmp_path / "out"
+    directory.mkdir()
+    real_flock = out.fcntl.flock
+
+    def flock_after_a_swap(fd, operation):
+        (directory / out.LOCKFILE).unlink()
+        (directory / out.LOCKFILE).touch()  # the next run's lock file
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(out.fcntl, "flock", flock_after_a_swap)
+    with pytest.raises(out.OutputDirError, match="another vnp run"):
+        with out.claim(directory, ORFS, {}, force=False, resume=False):
+            pass

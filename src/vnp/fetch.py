@@ -260,6 +260,8 @@ def _download(url: str, target: Path) -> None:
                     out.write(chunk)
                     bar.update(len(chunk))
     except (OSError, http.client.HTTPException) as error:  # urllib's URLError and HTTPError are OSErrors
+        if getattr(error, "code", None) == 416:  # the .part is already whole (killed before its rename): restart
+            part.unlink(missing_ok=True)
         detail = error.reason if type(error) is urllib.error.URLError else error  # HTTPError: "HTTP Error 404: ..."
         raise FetchError(f"{url}: {_first_line(detail)}{_kept(part)}") from None
     got = part.stat().st_size
@@ -307,10 +309,8 @@ def _discard(path: Path) -> None:
 
 def _record(folder: Path, name: str, entry: dict) -> None:
     """Add one fetched part to the manifest (written whole, atomically)."""
-    try:
-        manifest = read_manifest(folder)
-    except WeightsError:
-        manifest = {"schema": SCHEMA, "weights": {}}
+    # Only a missing manifest starts a new one: a foreign or unreadable manifest.json is not ours to replace.
+    manifest = read_manifest(folder) if (folder / MANIFEST).exists() else {"schema": SCHEMA, "weights": {}}
     entry["fetched_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest["weights"][name] = entry
     try:

@@ -77,7 +77,12 @@ def claim(outdir: Path, input_path: Path, config: dict, *, force: bool, resume: 
         raise OutputDirError(f"cannot write in {outdir}: {error.strerror}") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        # The run before us unlinks its lock file when it ends: a lock taken on that unlinked file guards
+        # nothing, since the next run locks a new file of the same name. Holding the lock on the file that
+        # is there now is what counts.
+        if os.fstat(lock).st_ino != os.stat(outdir / LOCKFILE).st_ino:
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
         os.close(lock)  # and leave the lock file alone: it is the other run's
         raise OutputDirError(f"another vnp run is using {outdir} right now") from None
     held = None
