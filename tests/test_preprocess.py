@@ -122,3 +122,30 @@ def test_output_directory_that_is_a_file(tmp_path):
     (tmp_path / "out").write_text("")
     with pytest.raises(OutputDirError, match="out"):
         preprocess_files(tmp_path / "x.fa", tmp_path / "out", 300)
+
+
+def test_a_failed_write_leaves_the_earlier_three_files_as_they_were(tmp_path, monkeypatch, capsys):
+    """All or nothing: a full disk while the second file is synced leaves neither a mix nor a traceback."""
+    import errno
+
+    from conftest import GOLDEN
+
+    from vnp import atomic, cli
+
+    source, out = tmp_path / "reads.fa", tmp_path / "out"
+    source.write_bytes((GOLDEN / "public" / "test_with_orfs.fa").read_bytes())
+    assert cli.main(["preprocess", str(source), "-o", str(out), "-m", "500"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    source.write_bytes((GOLDEN / "public" / "test_fixed_500bp.fa").read_bytes())  # new files, same names
+    real_fsync, calls = atomic.os.fsync, []
+
+    def fsync_fills_the_disk(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", "out/second")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync_fills_the_disk)
+    assert cli.main(["preprocess", str(source), "-o", str(out), "-m", "500"]) == 5
+    assert "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -11,13 +11,15 @@ import functools
 import itertools
 import operator
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from vnp.atomic import atomic_write
+from vnp.atomic import atomic_write, fsync_directory
 from vnp.chunking import iter_chunks
 from vnp.errors import OutputDirError
 from vnp.fasta import Composition, read_fasta
@@ -83,29 +85,44 @@ def output_names(path, chunk_size: int) -> tuple[str, str, str]:
 
 
 def preprocess_files(path, outdir, chunk_size: int) -> Composition:
-    """`vnp preprocess`: write the chunked, nucleotide and protein files into `outdir`, all or nothing."""
+    """`vnp preprocess`: write the chunked, nucleotide and protein files into `outdir`, all or nothing.
+
+    The three are written and synced in a staging folder inside `outdir` and renamed into place only when
+    all three are whole: a failure (a full disk, bad input) leaves earlier files as they were, never a mix.
+    """
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputDirError(f"output path {outdir} exists and is not a directory")
     created = [d for d in (outdir, *outdir.parents) if not d.exists()]  # deepest first
     composition = Composition()
+    names = output_names(path, chunk_size)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
-        with contextlib.ExitStack() as files:
-            chunked, nucleotide, protein = (
-                files.enter_context(atomic_write(outdir / name)) for name in output_names(path, chunk_size)
-            )
-            records = read_fasta(path, keep_case=True)  # the chunk file keeps the letters as written
-            for chunks, frames in chunk_and_translate(records, chunk_size, composition):
-                chunked.write(_wrapped_records(chunks))
-                nucleotide.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.nucleotides)))
-                protein.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.proteins)))
-    except BaseException as err:
+        staging = Path(tempfile.mkdtemp(prefix=".vnp-preprocess.", dir=outdir))
+        try:
+            _write_outputs(path, chunk_size, [staging / name for name in names], composition)
+            for name in names:
+                os.replace(staging / name, outdir / name)
+            fsync_directory(outdir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
         for directory in created:
             with contextlib.suppress(OSError):
                 os.rmdir(directory)  # only succeeds if nothing else was put there meanwhile
-        if isinstance(err, OSError):
-            raise OutputDirError(f"{outdir}: cannot write output ({err.strerror or err})") from None
-        raise
+        raise  # an OSError becomes one line naming the file and the system's reason (exit 5)
     return composition
+
+
+def _write_outputs(path, chunk_size: int, targets: list[Path], composition: Composition) -> None:
+    with contextlib.ExitStack() as files:
+        chunked, nucleotide, protein = (files.enter_context(atomic_write(target, encoding="utf-8"))
+                                        for target in targets)
+        records = read_fasta(path, keep_case=True)  # the chunk file keeps the letters as written
+        for chunks, frames in chunk_and_translate(records, chunk_size, composition):
+            chunked.write(_wrapped_records(chunks))
+            nucleotide.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.nucleotides)))
+            protein.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.proteins)))
 
 
 def _translate(chunks: list[tuple[str, str]], composition: Composition) -> FrameBatch:
