@@ -121,6 +121,9 @@ def test_vectorised_counts_equal_the_plain_original_rules_on_awkward_input(golde
     awkward.write_text("".join(f">r{i} some description\n{seq[:70]}\n{seq[70:]}\n" for i, seq in enumerate(records)))
     shorter_than_a_codon = tmp_path / "short.fa"
     shorter_than_a_codon.write_text(">a\nA\n>b\nGC\n")
+    crlf, lone_cr = tmp_path / "crlf.fa", tmp_path / "cr.fa"  # Windows and old-Mac line ends, as text mode reads them
+    crlf.write_bytes(awkward.read_bytes().replace(b"\n", b"\r\n"))
+    lone_cr.write_bytes(awkward.read_bytes().replace(b"\n", b"\r"))
     cases = [
         (golden_dir / "generated" / "reads.fa", 300),
         (golden_dir / "generated" / "contigs.fa", 500),
@@ -128,6 +131,8 @@ def test_vectorised_counts_equal_the_plain_original_rules_on_awkward_input(golde
         (awkward, 300),
         (awkward, 500),
         (shorter_than_a_codon, 300),
+        (crlf, 300),
+        (lone_cr, 500),
     ]
     for path, chunk in cases:
         counted = datasets.count_composition(path, chunk)

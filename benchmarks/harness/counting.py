@@ -116,6 +116,9 @@ def _record_blocks(path: Path, start: int, end: int):
         carry = b""
         while handle.tell() < end or carry:
             block = carry + handle.read(max(0, min(BLOCK_BYTES, end - handle.tell())))
+            # Line ends as the original reads them (Python's universal newlines): \r\n and a lone \r are \n. A \r\n
+            # split between two blocks becomes an empty line, which FASTA parsing ignores.
+            block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             cut = block.rfind(b"\n>") + 1 if handle.tell() < end else len(block)
             if cut <= 0:  # one record longer than a block: read on
                 if handle.tell() >= end:
