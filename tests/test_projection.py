@@ -379,6 +379,20 @@ def run_record_example() -> dict:
     return json.loads(re.sub(r"//[^\n]*", "", block))
 
 
+def test_the_work_a_run_did_is_the_harness_count_not_the_pipelines_claim():
+    """A build that over-reports its tokens must not look faster per token; DNABERT tokens, which the harness
+    only estimates, come from the run."""
+    run = run_record_example()
+    expected = {**run["input"], "esm_tokens": run["input"]["esm_tokens"] // 2, "dnabert_tokens": 1,
+                "dnabert_tokens_estimated": True}
+    document = {"schema": SCHEMA, "run": run,
+                "harness": {"machine": "h200", "commit": "0123456789abcdef", "dataset": "typical", "gpus": 1,
+                            "exit_code": 0, "validated": True, "expected": expected}}
+    composition = Record.from_json(document).composition
+    assert composition["esm_tokens"] == run["input"]["esm_tokens"] // 2
+    assert composition["dnabert_tokens"] == run["input"]["dnabert_tokens"]
+
+
 def test_record_reads_the_documented_run_json():
     """Every field the Record takes from run.json is read from the documented example, not from a guess."""
     run = run_record_example()

@@ -19,7 +19,8 @@ TIMES = ("wall_seconds", "seconds_per_million_esm_tokens", "projected_full_sampl
 def summarise(rec: dict, full_sample: dict | None = None) -> dict:
     """Every metric of one RunRecord, as plain JSON-ready values."""
     harness, run = rec["harness"], rec.get("run") or {}
-    esm_tokens = (run.get("input") or {}).get("esm_tokens") or harness["expected"]["esm_tokens"]
+    # The harness's own count, not the pipeline's: a build that over-reported its tokens would look faster.
+    esm_tokens = harness["expected"].get("esm_tokens") or (run.get("input") or {}).get("esm_tokens")
     wall = harness["wall_seconds"]
     gpu_devices = [d for s in run.get("stages") or [] if s.get("name") in GPU_STAGES
                    for d in s.get("devices") or [] if str(d.get("device", "")).startswith("cuda")]
