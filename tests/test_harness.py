@@ -417,3 +417,15 @@ def test_records_carry_no_path_of_the_machine_that_made_them(tmp_path):
     assert str(record.REPO) not in text and home not in text
     assert json.loads(text) == {"run": {"config": {"input": "data/cache/typical.fa", "outdir": "~/work/out"},
                                         "argv": ["."]}, "n": [1, 2.5, None]}
+
+
+def test_validation_counts_distinct_ids_not_only_lines(tmp_path):
+    """A frame written twice in place of another has the right number of lines, not the right IDs."""
+    results = tmp_path / "prediction_results.txt"
+    rows = [f"r{i}_chunk_1F1\tvirus\t0.1\t0.9\n" for i in range(8)]
+    results.write_text("Sequence_ID\tPrediction\tscore1\tscore2\n" + "".join(rows))
+    assert record.distinct_ids(results) == 8
+    results.write_text("Sequence_ID\tPrediction\tscore1\tscore2\n" + "".join(rows[:7] + rows[:1]))
+    assert record.data_lines(results) == 8 and record.distinct_ids(results) == 7
+    problems = record.validate(EXPECTED, None, 8, 6, 0, results_ids=record.distinct_ids(results), consensus_ids=6)
+    assert problems == ["prediction_results.txt distinct IDs: 7, expected 8"]

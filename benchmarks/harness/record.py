@@ -59,8 +59,20 @@ def data_lines(path: Path | None) -> int | None:
     return max(0, lines - 1)
 
 
+def distinct_ids(path: Path | None) -> int | None:
+    """Distinct first-column values of a result file's data lines (None if the file is missing): a frame
+    written twice in place of another, or a blank line, has the right line count but not the right IDs."""
+    if path is None or not path.exists():
+        return None
+    with open(path, "rb") as handle:
+        next(handle, None)  # the header
+        hashes = np.fromiter((hash(line.split(b"\t", 1)[0].rstrip(b"\r\n")) for line in handle if line.strip()),
+                             dtype=np.int64)
+    return int(np.unique(hashes).size)
+
+
 def validate(expected: dict, run: dict | None, results_rows: int | None, consensus_rows: int | None,
-             exit_code: int) -> list[str]:
+             exit_code: int, results_ids: int | None = None, consensus_ids: int | None = None) -> list[str]:
     """Every reason the run cannot be trusted; empty when records in = records out everywhere."""
     problems = []
     if exit_code != 0:
@@ -71,6 +83,10 @@ def validate(expected: dict, run: dict | None, results_rows: int | None, consens
         "prediction_results.txt rows": (results_rows, expected["frames"]),
         "highest-score rows": (consensus_rows, expected["chunks_with_frame"]),
     }
+    for what, got, wanted in (("prediction_results.txt distinct IDs", results_ids, expected["frames"]),
+                              ("highest-score distinct IDs", consensus_ids, expected["chunks_with_frame"])):
+        if got is not None:  # a missing file is already a missing row count
+            counts[what] = (got, wanted)
     if run and run.get("input") and run.get("output"):
         counts.update({
             "run.json input.reads": (run["input"].get("reads"), expected["reads"]),

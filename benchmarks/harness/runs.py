@@ -136,7 +136,8 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
     run = target.read_run(outdir, exit_code, started_at, ended_at)
     results_path, consensus_path = target.output_files(outdir)
     results_rows, consensus_rows = record.data_lines(results_path), record.data_lines(consensus_path)
-    problems = record.validate(data.composition, run, results_rows, consensus_rows, exit_code)
+    problems = record.validate(data.composition, run, results_rows, consensus_rows, exit_code,
+                               record.distinct_ids(results_path), record.distinct_ids(consensus_path))
     if timed_out:
         problems.insert(0, f"killed after its {limit:.0f} s limit")
     harness = {
