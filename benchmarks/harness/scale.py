@@ -57,8 +57,8 @@ SCALES = {
         # Wall time there still varies 3x with other load, so the gate judges the figures that load cannot
         # inflate (a stage's seconds less its worker's wait for a CPU, and its CPU seconds), on the stages
         # that last (DNABERT-S, ESM-2): 2 runs x 4 rounds = 8 samples per commit (asv's rank test, p < 0.002
-        # two-sided, needs at least 7 a side to call any difference real; 8 leaves a margin); at 1.2x. Stages of 0.1-0.5 s
-        # need the CPU wait sampled every 20 ms to be attributed to the right stage.
+        # two-sided, needs at least 7 a side to call any difference real; 8 leaves a margin); at 1.2x.
+        # Stages of 0.1-0.5 s need the CPU wait sampled every 20 ms to be attributed to the right stage.
         repeats=2, gate_rounds=4, gate_factor=1.2, sampler_interval_s=0.02,
         gate_judged=r"^stages\.StageSeconds\.track_(seconds_without_cpu_wait|cpu_seconds)\(.*'(dnabert|esm2)'\)$",
     ),
