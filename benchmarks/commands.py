@@ -90,19 +90,33 @@ def predictions_file(count: int, seed: int = 14) -> Path:
 
 
 class _Outputs:
-    """A scratch folder per sample for what the command writes, removed after it.
+    """A scratch folder per sample for what the command writes, checked and removed after it.
 
     The inputs come from each class's setup_cache, which asv runs once in a process of its own before any
-    sample: making them does not count in a peakmem_ figure, and the arguments are their paths.
+    sample: making them does not count in a peakmem_ figure, and the arguments are their paths. Every
+    sample's output is checked against the original rules' after the clock stops (`check`): a command that
+    wrote less, or wrong, would otherwise read as faster. A failed check fails the benchmark.
     """
+
+    def check(self, inputs, *params) -> None:
+        """Raise if what the sample wrote is not what it should be."""
 
     def make_outputs(self) -> Path:
         self.outputs = Path(tempfile.mkdtemp(prefix="vnp-bench-commands-"))
         return self.outputs
 
     def teardown(self, inputs, *params):
-        if hasattr(self, "outputs"):  # not when setup found the command missing
+        if not hasattr(self, "outputs"):  # setup found the command missing
+            return
+        try:
+            self.check(inputs, *params)
+        finally:
             shutil.rmtree(self.outputs, ignore_errors=True)
+
+
+def same_bytes(written: Path, expected: Path) -> None:
+    if not written.is_file() or written.read_bytes() != expected.read_bytes():
+        raise RuntimeError(f"{written.name} differs from the original rules' {expected}")
 
 
 class _AgainstOriginal(_Outputs):
@@ -128,6 +142,12 @@ class Preprocess(_AgainstOriginal):
         self.reads = reads
         self.outdir = self.make_outputs() / "preprocess"
 
+    def check(self, reads, implementation):
+        nucleotides, proteins = frames_of(READS)  # the original rules' files, made once and cached
+        stem = Path(reads).stem
+        for name in (f"{stem}_chunked{CHUNK_SIZE}.fa", nucleotides.name, proteins.name):
+            same_bytes(self.outdir / name, nucleotides.parent / name)
+
     def _preprocess(self, implementation):
         if implementation == "vnp":
             run_vnp("preprocess", self.reads, "-o", str(self.outdir), "-m", str(CHUNK_SIZE))
@@ -152,6 +172,11 @@ class Consensus(_AgainstOriginal):
             require("consensus", "-o")
         self.predictions = predictions
         self.out = self.make_outputs() / "highestscore.csv"
+
+    def check(self, predictions, implementation):
+        expected = _cached(inputs_dir() / f"{Path(predictions).stem}-highestscore.csv",
+                           lambda target: original.consensus_file(predictions, target))
+        same_bytes(self.out, expected)
 
     def _consensus(self, implementation):
         if implementation == "vnp":
@@ -194,8 +219,17 @@ class Embed(_Outputs):
             raise NotImplementedError("no CUDA device")
         device_flags = ["--model-size", SCALE.model_size] + ([] if SCALE.on_gpu else ["--cpu"])
         require("embed", *[flag for flag in device_flags if flag.startswith("--")])
-        self.argv = ["embed", model, frames[model],
-                     "-o", str(self.make_outputs() / "embeddings.safetensors"), *device_flags]
+        self.embeddings = self.make_outputs() / "embeddings.safetensors"
+        self.argv = ["embed", model, frames[model], "-o", str(self.embeddings), *device_flags]
+
+    def check(self, frames, model):
+        from safetensors import safe_open
+
+        expected = sum(line.startswith(">") for line in open(frames[model]))
+        with safe_open(str(self.embeddings), "np") as written:
+            rows = written.get_slice("embeddings").get_shape()[0]
+        if rows != expected:
+            raise RuntimeError(f"vnp embed wrote {rows} embeddings for {expected} frames")
 
     def time_embed(self, frames, model):
         run_vnp(*self.argv)

@@ -140,3 +140,16 @@ def test_the_made_up_predictions_are_the_original_rules_frames(inputs_cache):
     rows = [line.split("\t") for line in commands.predictions_file(commands.READS).read_text().splitlines()]
     assert rows[0] == ["Sequence_ID", "Prediction", "score1", "score2"]
     assert [row[0] for row in rows[1:]] == frame_ids and len(frame_ids) > commands.READS / 2
+
+
+def test_a_command_that_writes_wrong_output_fails_its_benchmark(monkeypatch):
+    """What a sample wrote is checked against the original rules after the clock stops: a build that wrote
+    less would otherwise read as faster."""
+    suite = commands.Consensus()
+    predictions = suite.setup_cache()
+    suite.setup(predictions, "vnp")
+    suite.time_consensus(predictions, "vnp")
+    suite.out.write_text(suite.out.read_text().splitlines(keepends=True)[0])  # the header alone
+    with pytest.raises(RuntimeError, match="differs from the original rules"):
+        suite.teardown(predictions, "vnp")
+    assert not suite.outputs.exists()
