@@ -127,8 +127,9 @@ def test_combinations_that_cannot_run_here_are_skipped(memo):
         end_to_end.EndToEnd().setup(memo, "typical", 2)
     with pytest.raises(NotImplementedError, match="no subset1m"):
         end_to_end.EndToEnd().setup(memo, "subset1m", 1)
-    with pytest.raises(NotImplementedError, match="bf16 needs a GPU"):
-        variants.Variants().setup(memo, "+bf16")
+    for variant, reason in (("+bf16", "bf16 needs a GPU"), ("fp8", "fp8 needs a GPU"), ("compiled", "GPU")):
+        with pytest.raises(NotImplementedError, match=reason):
+            variants.Variants().setup(memo, variant)
     with pytest.raises(NotImplementedError, match="CPU"):
         memory.ExpandableSegments().setup(memo, True)
     with pytest.raises(NotImplementedError):

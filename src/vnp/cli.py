@@ -55,7 +55,12 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
                        help="baseline: the original's way (fp32, math attention, padded batches, models "
                             "reloaded per part, one GPU); all: every optimisation on")
     speed.add_argument("--precision", choices=PRECISIONS,
-                       help="auto (default): bf16 on Ampere and newer, fp16 on older GPUs, fp32 on the CPU")
+                       help="auto (default): bf16 on Ampere and newer, fp16 on older GPUs, fp32 on the CPU; "
+                            "fp8: ESM-2's linears in fp8 (Ada/Hopper) if a check on the run's first 2,048 "
+                            "frames against bf16 passes, else bf16 (run.json says which)")
+    speed.add_argument("--compile", action="store_true",
+                       help="compile the models' layers for fixed token counts (torch.compile; the first "
+                            "batches of each size pay the compile, cached in the weights folder's inductor/)")
     speed.add_argument("--attention", choices=ATTENTIONS,
                        help="math: plain reference; sdpa (default): fused kernels per exact-length bucket; "
                             "varlen: packed flash attention for ESM-2 (torch >= 2.10, GPU)")
@@ -120,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--weights", metavar="PATH", help="ESM-2 file or DNABERT-S folder (default: random)")
     embed.add_argument("--trust-pickle", action="store_true")
     embed.add_argument("--cpu", action="store_true")
-    embed.add_argument("--precision", choices=PRECISIONS, default="auto")
+    # no fp8 here: its fidelity check needs the classifier's calls, which embed does not make
+    embed.add_argument("--precision", choices=[p for p in PRECISIONS if p != "fp8"], default="auto")
     embed.add_argument("--token-budget", type=int, metavar="N")
+    embed.add_argument("--compile", action="store_true", help="compiled layers, as `vnp predict --compile`")
 
     convert = commands.add_parser("convert-weights",
                                   help="turn the original's pickled 300_model.pth/500_model.pth into safetensors")

@@ -54,7 +54,7 @@ def run(args) -> int:
     devices, gpus = resolve_devices(None, args.cpu)
     precision = resolve_precision(args.precision, gpus)  # refuses fp16/bf16 without a GPU
     config = WorkerConfig(workdir="", device=devices[0], rank=0, world=1,
-                          model_size=args.model_size, precision=precision,
+                          model_size=args.model_size, precision=precision, compile=args.compile,
                           token_budget={args.model: args.token_budget} if args.token_budget else {})
     worker = Worker(config)
     esm_config, dnabert_config = MODEL_CONFIGS[args.model_size]

@@ -43,12 +43,17 @@ class RunRecord:
             "stages": [],
             "workers": [],
             "model_load_seconds": None,
+            "precision_requested": None,
+            "precision_used": None,
+            "calibration": None,
+            "compile_seconds": None,
             "resumed": {"parts_done_before": 0},
         }
 
     # -- what the run was asked to do, and where ------------------------------------------------
     def set_config(self, config: dict) -> None:
         self._data["config"] = config
+        self._data["precision_requested"] = config["precision"]
 
     @property
     def config(self) -> dict:
@@ -106,6 +111,17 @@ class RunRecord:
             self._data["synthetic_weights"] = any(synthetic)
         if summaries:  # the budget the workers settled on (sized from free memory unless --token-budget)
             self._data["config"]["token_budget"] = summaries[0]["token_budget"]
+        self._fold_precision_and_compile(summaries)
+
+    def _fold_precision_and_compile(self, summaries: list[dict]) -> None:
+        """What ran: fp8 may have fallen back to bf16 (per worker: each checks its own frames)."""
+        used = sorted({s["precision_used"] for s in summaries})
+        self._data["precision_used"] = used[0] if len(used) == 1 else "mixed" if used else None
+        calibrations = [{"device": s["device"], **s["calibration"]} for s in summaries if s["calibration"]]
+        self._data["calibration"] = calibrations or None
+        compiled = [sum(sum(stage["first_call_seconds"].values()) for stage in s["compile"].values())
+                    for s in summaries if s["compile"]]
+        self._data["compile_seconds"] = max(compiled) if compiled else None
 
     # -- the end --------------------------------------------------------------------------------
     def finish(self, exit_code: int, error: str | None) -> None:

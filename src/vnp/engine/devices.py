@@ -12,7 +12,8 @@ import socket
 
 from vnp.errors import VnpError
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# fp8: the models load in bf16; ESM-2's linears become fp8 if the run's fidelity check passes (fidelity.py)
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp8": "bfloat16"}
 PRECISIONS = ("auto", *DTYPES)  # the --precision choices
 
 
@@ -101,6 +102,8 @@ def resolve_precision(precision: str, gpus: list[dict]) -> str:
     """``auto``: bf16 on Ampere and newer, fp16 on older GPUs, fp32 on the CPU (which has no other)."""
     if not gpus and precision not in ("auto", "fp32"):
         raise VnpError(f"--precision {precision} needs a GPU; on the CPU use fp32")
+    if precision == "fp8" and min(list(g["capability"]) for g in gpus) < [8, 9]:
+        raise VnpError("--precision fp8 needs GPUs of compute capability 8.9 or newer (Ada, Hopper)")
     if precision != "auto":
         return precision
     if not gpus:

@@ -47,6 +47,8 @@ class WorkerConfig:
     attention: str = "sdpa"
     packing: bool = True
     persistent_models: bool = True
+    compile: bool = False  # static-shape compiled layers for packed batches (models/compiled.py)
+    fp8_bars: dict | None = None  # fidelity.Bars fields for --precision fp8 (tests force a failure with them)
     token_budget: dict = field(default_factory=dict)  # {"dnabert": n, "esm2": n}; missing = sized from free memory
     weights: dict = field(default_factory=dict)  # {"esm2": path, "dnabert": dir, "classifier": path}
     trust_pickle: bool = False
@@ -103,6 +105,11 @@ class Worker:
         self.synthetic_weights = None
         self.budget = dict(config.token_budget)
         self.models = None
+        self.compiled = {}  # stage -> CompiledEncoder
+        self.precision_used = config.precision
+        self.calibration = None  # fidelity.Calibration of an fp8 run
+        self.calibration_seconds = 0.0
+        self.fp8_swapped = []  # what fp8.restore needs to put ESM-2's bf16 linears back
         self._batch_counter = 0
         self._started = time.time()
         if config.threads:
@@ -141,12 +148,70 @@ class Worker:
         for name in ("dnabert", "esm2"):
             if name not in self.budget:
                 self.budget[name] = self._default_budget(self.models[name].config)
+        self._compile("dnabert", "esm2")
+
+    def _compile(self, *stages: str) -> None:
+        """--compile: static-shape compiled layers (packed batches only; options.py refuses --no-packing).
+        Inductor's cache goes beside the weights' folder, so the next run on this host reuses the kernels."""
+        if not (self.config.compile and self.config.packing):
+            return
+        from vnp.fetch import default_dir
+        from vnp.models.compiled import compile_encoder
+
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_dir() / "inductor"))
+        for name in stages:
+            self.compiled[name] = compile_encoder(self.models[name], self.budget[name])
+
+    def _use_fp8(self, store: FrameStore, rows: np.ndarray) -> None:
+        """Check fp8 on the first part loaded; models reloaded for later parts follow that verdict."""
+        from vnp.models.fp8 import to_fp8
+
+        if self.calibration is None:
+            self._calibrate(store, rows)
+        elif self.calibration.passed:
+            self.fp8_swapped = to_fp8(self.models["esm2"], os.environ.get("VNP_FP8_KEEP"))
+
+    def _calibrate(self, store: FrameStore, rows: np.ndarray) -> None:
+        """--precision fp8: keep ESM-2's fp8 linears only if the run's own frames say it is faithful."""
+        import sys
+
+        from vnp.engine import fidelity
+        from vnp.models.fp8 import to_fp8
+
+        started = time.time()
+        bars = fidelity.Bars(**(self.config.fp8_bars or {}))
+        sample = rows[: fidelity.CALIBRATION_FRAMES]
+        esm = self.models["esm2"]
+        nucleotides, _ = self._embed("dnabert", store.get("nucleotides", sample), record=False)
+        compiled, esm.compiled = esm.compiled, None  # the reference is the eager bf16 model
+        reference, _ = self._embed("esm2", store.get("proteins", sample), record=False)
+        esm.compiled = compiled
+        self.fp8_swapped = swapped = to_fp8(esm, os.environ.get("VNP_FP8_KEEP"))  # override: linears kept bf16
+        try:
+            candidate, _ = self._embed("esm2", store.get("proteins", sample), record=False)
+            self.calibration = fidelity.compare(
+                reference.cpu().numpy(), candidate.cpu().numpy(),
+                self._scores(nucleotides, reference), self._scores(nucleotides, candidate), bars)
+        except (RuntimeError, NotImplementedError) as error:  # no fp8 GEMM on this device or torch
+            self.calibration = fidelity.unusable(str(error).splitlines()[0][:200], bars)
+        self.calibration_seconds = time.time() - started
+        if self.calibration.passed:
+            self.precision_used = "fp8"
+            return
+        from vnp.models.fp8 import restore
+
+        restore(swapped)
+        self.fp8_swapped = []
+        self.precision_used = "bf16"
+        print(f"vnp: {self.config.device}: fp8 failed its fidelity check {self.calibration.describe()}: "
+              "running ESM-2 in bf16", file=sys.stderr, flush=True)
 
     def attach(self, stage: str, model, tokenizer=None) -> None:
         """Use an already loaded model for ``stage`` (``vnp embed`` needs one model, not three)."""
         model.attention = self.config.attention
         self.models = {**(self.models or {}), stage: model, "tokenizer": tokenizer}
         self.budget.setdefault(stage, self._default_budget(model.config))
+        self._compile(stage)
 
     def unload_models(self) -> None:
         self.models = None
@@ -181,6 +246,8 @@ class Worker:
             stale += state == "stale"
             if self.models is None:
                 self.load_models()
+                if self.config.precision == "fp8":
+                    self._use_fp8(store, rows)
             dnabert, dnabert_tokens = self.embed("dnabert", store.get("nucleotides", rows))
             esm, _ = self.embed("esm2", store.get("proteins", rows))
             scores = self._classify(dnabert, esm)
@@ -205,9 +272,15 @@ class Worker:
 
     def embed(self, stage: str, sequences: list[str]):
         """Float32 embeddings [n, E] (on the device) of ``sequences`` with the ``stage`` model, and their tokens."""
+        begin = self._stage_begin()
+        out, tokens = self._embed(stage, sequences)
+        self._stage_end(stage, begin)
+        return out, tokens
+
+    def _embed(self, stage: str, sequences: list[str], record: bool = True):
+        """``embed`` without the stage's clock; ``record=False`` (calibration) leaves its counters alone too."""
         torch = self.torch
         model = self.models[stage]
-        begin = self._stage_begin()
         flat, lengths = self._tokenize(stage, sequences)
         lengths = lengths.astype(np.int64)
         starts = np.zeros(len(lengths), dtype=np.int64)
@@ -231,9 +304,9 @@ class Worker:
                 end, (emb, computed), self.budget[stage] = self._backing_off(stage, forward, cut, start,
                                                                              int(sorted_lengths[start]))
                 out[self._to_device(order[start:end])] = emb.float()
-                self._count_batch(stage, int(sorted_lengths[start:end].sum()), end - start, computed, t_batch)
+                if record:
+                    self._count_batch(stage, int(sorted_lengths[start:end].sum()), end - start, computed, t_batch)
                 start = end
-        self._stage_end(stage, begin)
         return out, int(lengths.sum())
 
     def _forward(self, model, flat, starts, lengths, rows, longest: int):
@@ -272,12 +345,14 @@ class Worker:
             stats.first_batch_tokens = real
         self.progress(stage, items)
 
-    def _classify(self, dnabert, esm) -> np.ndarray:
+    def _scores(self, dnabert, esm) -> np.ndarray:
         torch = self.torch
-        begin = self._stage_begin()
         with torch.inference_mode():
-            scores = self.models["classifier"].scores(torch.cat([dnabert, esm], dim=1).float())
-            result = scores.float().cpu().numpy()
+            return self.models["classifier"].scores(torch.cat([dnabert, esm], dim=1).float()).float().cpu().numpy()
+
+    def _classify(self, dnabert, esm) -> np.ndarray:
+        begin = self._stage_begin()
+        result = self._scores(dnabert, esm)
         stats = self.stages["classify"]
         stats.items += len(result)
         stats.batches += 1
@@ -363,6 +438,10 @@ class Worker:
             "started_at": self._started,
             "ended_at": time.time(),
             "stages": {name: asdict(s) for name, s in self.stages.items()},
+            "precision_used": self.precision_used,
+            "calibration": None if self.calibration is None else {**self.calibration.as_dict(),
+                                                                  "seconds": self.calibration_seconds},
+            "compile": {name: c.summary() for name, c in self.compiled.items()} or None,
         }
 
 

@@ -239,31 +239,41 @@ def _attention_padded(q, k, v, layout: PackedLayout, kernel, scale: float, slope
 
 # -- the entry point ---------------------------------------------------------------------------
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PackedLayout | PaddedLayout,
-              backend: str, *, scale: float, slopes: tuple[float, ...] | None = None) -> torch.Tensor:
+              backend: str, *, scale: float, slopes: tuple[float, ...] | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
     """Self-attention of token-major ``q, k, v`` [N, H, D] within each sequence; returns [N, H, D].
 
     ``slopes`` adds DNABERT's ALiBi bias. ``varlen`` cannot take a bias, so with ``slopes`` it is ``sdpa``.
+    ``out``: write the result there (the compiled encoder's static-shape buffer) and return it.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    kernel = _math if backend == "math" else _sdpa
+    if not isinstance(layout, PaddedLayout):
+        return _packed_attention(q, k, v, layout, backend, scale, slopes, q.new_empty(q.shape) if out is None else out)
     heads, head_dim = q.shape[-2:]
+    qb, kb, vb = (t.view(layout.batch, layout.width, heads, head_dim).transpose(1, 2) for t in (q, k, v))
+    bias = alibi_bias(slopes, layout.width, q.dtype, q.device) if slopes else None
+    context = _kernel(backend)(qb, kb, vb, scale, bias, layout.valid).transpose(1, 2).reshape(q.shape)
+    return context if out is None else out.copy_(context)
 
-    if isinstance(layout, PaddedLayout):
-        qb, kb, vb = (t.view(layout.batch, layout.width, heads, head_dim).transpose(1, 2) for t in (q, k, v))
-        bias = alibi_bias(slopes, layout.width, q.dtype, q.device) if slopes else None
-        out = kernel(qb, kb, vb, scale, bias, layout.valid)
-        return out.transpose(1, 2).reshape(q.shape)
 
+def _kernel(backend: str):
+    return _math if backend == "math" else _sdpa
+
+
+def _packed_attention(q, k, v, layout: PackedLayout, backend: str, scale: float, slopes, out: torch.Tensor):
+    kernel = _kernel(backend)
+    heads, head_dim = q.shape[-2:]
     if backend == "varlen" and slopes is None:
         reason = _varlen_unusable(q)
         if reason is None:
-            return _varlen(q, k, v, layout, scale)
-        warnings.warn(f"attention 'varlen' unavailable ({reason}); using 'sdpa'", RuntimeWarning, stacklevel=2)
+            out.copy_(_varlen(q, k, v, layout, scale))
+            return out
+        warnings.warn(f"attention 'varlen' unavailable ({reason}); using 'sdpa'", RuntimeWarning, stacklevel=3)
 
     if len(layout.groups) > MAX_LENGTH_GROUPS:
-        return _attention_padded(q, k, v, layout, kernel, scale, slopes)
-    out = q.new_empty(q.shape)
+        out.copy_(_attention_padded(q, k, v, layout, kernel, scale, slopes))
+        return out
     for group in layout.groups:
         qg, kg, vg = (t[group.tokens].view(group.count, group.length, heads, head_dim).transpose(1, 2)
                       for t in (q, k, v))

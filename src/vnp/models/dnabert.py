@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vnp.models.attention import alibi_slopes, attention
+from vnp.models.attention import alibi_slopes
 from vnp.models.encoder import PackedEncoder
 
 PAD_ID = 3  # [PAD] of the DNABERT-S tokenizer
@@ -51,6 +51,7 @@ class DNABERTLayer(nn.Module):
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
         self.intermediate = config.intermediate_size
         self.slopes = alibi_slopes(config.num_attention_heads)
+        self.attention_scale = self.head_dim**-0.5
         self.Wqkv = nn.Linear(hidden, 3 * hidden, **factory)
         self.attn_out = nn.Linear(hidden, hidden, **factory)
         self.attn_norm = nn.LayerNorm(hidden, eps=eps, **factory)
@@ -58,9 +59,12 @@ class DNABERTLayer(nn.Module):
         self.wo = nn.Linear(config.intermediate_size, hidden, **factory)
         self.mlp_norm = nn.LayerNorm(hidden, eps=eps, **factory)
 
-    def forward(self, x: torch.Tensor, layout, backend: str) -> torch.Tensor:
-        q, k, v = self.Wqkv(x).view(x.shape[0], 3, self.num_heads, self.head_dim).unbind(dim=1)
-        context = attention(q, k, v, layout, backend, scale=self.head_dim**-0.5, slopes=self.slopes)
+    def qkv(self, x: torch.Tensor, positions: torch.Tensor):
+        """q, k, v [N, H, D] (ALiBi needs no positions: it enters attention as a bias)."""
+        return self.Wqkv(x).view(x.shape[0], 3, self.num_heads, self.head_dim).unbind(dim=1)
+
+    def finish(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Post-LN attention output and gated MLP, from the attention's output [N, H, D]."""
         x = self.attn_norm(self.attn_out(context.reshape(x.shape)) + x)
         gated = self.gated_layers(x)
         mixed = F.gelu(gated[:, : self.intermediate]) * gated[:, self.intermediate:]
@@ -83,8 +87,8 @@ class DNABERT(PackedEncoder):
         self.embed_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, **factory)
         self.layers = nn.ModuleList(DNABERTLayer(config, **factory) for _ in range(config.num_hidden_layers))
 
-    def _encode(self, ids: torch.Tensor, layout) -> torch.Tensor:
-        x = self.embed_norm(self.word_embeddings(ids) + self.token_type_embeddings.weight[0])
-        for layer in self.layers:
-            x = layer(x, layout, self.attention)
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_norm(self.word_embeddings(ids) + self.token_type_embeddings.weight[0])
+
+    def final(self, x: torch.Tensor) -> torch.Tensor:
         return x

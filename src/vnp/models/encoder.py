@@ -5,21 +5,38 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vnp.models.attention import PackedLayout, PaddedLayout
+from vnp.models.attention import PackedLayout, PaddedLayout, attention
 
 
 class PackedEncoder(nn.Module):
-    """A transformer encoder over token-major activations; subclasses define ``_encode(tokens, layout)``.
+    """A transformer encoder over token-major activations.
 
-    ``pool_skips_ends``: the mean leaves out each sequence's first and last token (ESM-2: BOS and EOS)
-    or keeps every token (DNABERT-S: [CLS] and [SEP] included, as VirNucPro pools).
+    Subclasses define ``embed(tokens)``, ``final(x)`` and ``layers``, whose members split at attention:
+    ``qkv(x, positions) -> q, k, v`` and ``finish(x, context) -> x``, with ``attention_scale`` and
+    ``slopes`` (ALiBi or None). ``pool_skips_ends``: the mean leaves out each sequence's first and last token
+    (ESM-2: BOS and EOS) or keeps every token (DNABERT-S: [CLS] and [SEP] included, as VirNucPro pools).
+    ``compiled``: set by ``compiled.compile_encoder``; packed batches then run its static-shape kernels.
     """
 
     pool_skips_ends: bool
     attention: str = "sdpa"  # "math" | "sdpa" | "varlen", per run
+    compiled = None
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def final(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def _encode(self, tokens: torch.Tensor, layout) -> torch.Tensor:
-        raise NotImplementedError
+        if self.compiled is not None and isinstance(layout, PackedLayout):
+            return self.compiled.encode(tokens, layout)
+        x = self.embed(tokens)
+        for layer in self.layers:
+            q, k, v = layer.qkv(x, layout.positions)
+            context = attention(q, k, v, layout, self.attention, scale=layer.attention_scale, slopes=layer.slopes)
+            x = layer.finish(x, context)
+        return self.final(x)
 
     def forward(self, tokens: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
         """Packed tokens [T] -> last-layer states [T, E]."""

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vnp.models.attention import attention
 from vnp.models.encoder import PackedEncoder
 
 # fair-esm's token dropout at inference: embeddings * (1 - 0.15 * 0.8) / (1 - share of <mask> tokens).
@@ -78,6 +77,8 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     """[x1, x2] -> [x1 cos - x2 sin, x2 cos + x1 sin] (fair-esm's x cos + rotate_half(x) sin), in place
     into one new tensor: rotary is memory-bound, so no temporaries."""
     x1, x2 = x.chunk(2, dim=-1)
+    if torch.compiler.is_compiling():  # Inductor fuses the plain expression (and cannot trace out= into views)
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
     out = torch.empty_like(x)
     out1, out2 = out.chunk(2, dim=-1)
     torch.mul(x1, cos, out=out1).addcmul_(x2, sin, value=-1)
@@ -97,18 +98,25 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim, **factory)
         self.rot_emb = RotaryEmbedding(self.head_dim, device=factory.get("device"))
 
-    def forward(self, x: torch.Tensor, layout, backend: str) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor, positions: torch.Tensor):
+        """q (scaled), k and v [N, H, D] of normalised ``x``, with rotary positions applied."""
         shape = (x.shape[0], self.num_heads, self.head_dim)
-        cos, sin = self.rot_emb.cos_sin(layout.positions, x.dtype)
+        cos, sin = self.rot_emb.cos_sin(positions, x.dtype)
         # fair-esm scales q by head_dim ** -0.5 before rotary; rotary is linear, so the scale rides on cos/sin
         q = rotate(self.q_proj(x).view(shape), cos * self.scaling, sin * self.scaling)
         k = rotate(self.k_proj(x).view(shape), cos, sin)
-        out = attention(q, k, self.v_proj(x).view(shape), layout, backend, scale=1.0)
-        return self.out_proj(out.reshape(x.shape))
+        return q, k, self.v_proj(x).view(shape)
 
 
 class TransformerLayer(nn.Module):
-    """Pre-LN: x + attn(LN(x)), then x + fc2(gelu(fc1(LN(x))))."""
+    """Pre-LN: x + attn(LN(x)), then x + fc2(gelu(fc1(LN(x)))).
+
+    Split around attention (``qkv``, then ``finish``) so the encoder can compile the two halves with static
+    shapes while attention, which depends on the batch's sequence lengths, stays eager (``compiled.py``).
+    """
+
+    attention_scale = 1.0  # q is scaled with the rotary angles
+    slopes = None  # no ALiBi
 
     def __init__(self, config: ESM2Config, **factory):
         super().__init__()
@@ -119,8 +127,12 @@ class TransformerLayer(nn.Module):
         self.fc2 = nn.Linear(config.ffn_dim, dim, **factory)
         self.final_layer_norm = nn.LayerNorm(dim, eps=eps, **factory)
 
-    def forward(self, x: torch.Tensor, layout, backend: str) -> torch.Tensor:
-        x = x + self.self_attn(self.self_attn_layer_norm(x), layout, backend)
+    def qkv(self, x: torch.Tensor, positions: torch.Tensor):
+        return self.self_attn.qkv(self.self_attn_layer_norm(x), positions)
+
+    def finish(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The rest of the layer, from the attention's output [N, H, D]."""
+        x = x + self.self_attn.out_proj(context.reshape(x.shape))
         return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
 
 
@@ -140,8 +152,8 @@ class ESM2(PackedEncoder):
         self.layers = nn.ModuleList(TransformerLayer(config, **factory) for _ in range(config.num_layers))
         self.emb_layer_norm_after = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps, **factory)
 
-    def _encode(self, tokens: torch.Tensor, layout) -> torch.Tensor:
-        x = self.embed_tokens(tokens) * TOKEN_DROPOUT_SCALE
-        for layer in self.layers:
-            x = layer(x, layout, self.attention)
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(tokens) * TOKEN_DROPOUT_SCALE
+
+    def final(self, x: torch.Tensor) -> torch.Tensor:
         return self.emb_layer_norm_after(x)
