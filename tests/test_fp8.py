@@ -5,8 +5,9 @@ import pytest
 import torch
 from test_predict import ORFS, cache_dir, predict  # noqa: F401 (cache_dir is a fixture)
 
-from vnp.engine import fidelity
+from vnp.engine import fidelity, parts
 from vnp.engine.devices import resolve_precision
+from vnp.engine.store import FrameStoreWriter
 from vnp.engine.worker import Worker, WorkerConfig
 from vnp.errors import VnpError
 from vnp.models.fp8 import Fp8Linear, parse_keep, quantize_rows, to_fp8
@@ -69,6 +70,34 @@ def test_an_fp8_run_that_passes_keeps_fp8_also_after_a_model_reload(monkeypatch,
     worker.load_models()  # --no-persistent-models: the verdict holds for the reloaded model
     worker._use_fp8(Store(), np.arange(len(PROTEINS)))
     assert fp8_linears(worker) == 12
+
+
+def workdir_with_frames(path):
+    """A work directory as preprocessing leaves it: the frame store and the length order."""
+    writer = FrameStoreWriter(path / "frames")
+    writer.append(ids=[f"f{i}" for i in range(len(PROTEINS))], nucleotides=NUCLEOTIDES, proteins=PROTEINS)
+    writer.close()
+    np.save(path / "order.npy", np.arange(len(PROTEINS)))
+    return path
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+@pytest.mark.parametrize("bars, used", [({"min_cosine": 0.9, "cosine_share": 0.5}, "fp8"),
+                                        ({"min_cosine": 1.01}, "bf16")])
+def test_a_run_checks_fp8_also_when_its_models_were_loaded_before_it(monkeypatch, cache_dir, tmp_path,  # noqa: F811
+                                                                     bars, used, persistent):
+    """On one device the models load on a thread during preprocessing, before run(): the check must still
+    happen, and run.json must never say fp8 for a model that ran in bf16 (H200, b0a1480a: it did)."""
+    monkeypatch.setenv("VNP_CACHE_DIR", str(cache_dir))
+    workdir = workdir_with_frames(tmp_path)
+    worker = Worker(WorkerConfig(workdir=str(workdir), device="cpu", rank=0, world=1, model_size="tiny",
+                                 precision="fp8", fp8_bars=bars, persistent_models=persistent))
+    worker.load_models()  # the loader thread's work
+    summary = worker.run(part_size=5, run_id=parts.open_run(workdir, resume=False))
+    assert summary["calibration"] is not None and summary["precision_used"] == used
+    assert summary["calibration"]["frames"] == 5  # the first part's frames
+    if persistent:
+        assert fp8_linears(worker) == (12 if used == "fp8" else 0)
 
 
 def test_an_fp8_gemm_that_cannot_run_falls_back_with_its_reason(monkeypatch, cache_dir):  # noqa: F811

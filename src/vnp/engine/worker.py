@@ -106,7 +106,8 @@ class Worker:
         self.budget = dict(config.token_budget)
         self.models = None
         self.compiled = {}  # stage -> CompiledEncoder
-        self.precision_used = config.precision
+        # what ESM-2 runs in now: for --precision fp8, bf16 until the fidelity check put fp8 linears in place
+        self.precision_used = "bf16" if config.precision == "fp8" else config.precision
         self.calibration = None  # fidelity.Calibration of an fp8 run
         self.calibration_seconds = 0.0
         self.fp8_swapped = []  # what fp8.restore needs to put ESM-2's bf16 linears back
@@ -149,6 +150,9 @@ class Worker:
             if name not in self.budget:
                 self.budget[name] = self._default_budget(self.models[name].config)
         self._compile("dnabert", "esm2")
+        self.fp8_swapped = []  # freshly loaded: bf16 linears, whatever the last models ran in
+        if self.config.precision == "fp8":
+            self.precision_used = "bf16"
 
     def _compile(self, *stages: str) -> None:
         """--compile: static-shape compiled layers (packed batches only; options.py refuses --no-packing).
@@ -162,14 +166,20 @@ class Worker:
         for name in stages:
             self.compiled[name] = compile_encoder(self.models[name], self.budget[name])
 
+    def _fp8_pending(self) -> bool:
+        """fp8 asked for, these models not yet in fp8, and no failed check saying they must stay bf16."""
+        return (self.config.precision == "fp8" and not self.fp8_swapped
+                and (self.calibration is None or self.calibration.passed))
+
     def _use_fp8(self, store: FrameStore, rows: np.ndarray) -> None:
         """Check fp8 on the first part loaded; models reloaded for later parts follow that verdict."""
         from vnp.models.fp8 import to_fp8
 
         if self.calibration is None:
             self._calibrate(store, rows)
-        elif self.calibration.passed:
+        else:  # models reloaded (--no-persistent-models): the verdict stands
             self.fp8_swapped = to_fp8(self.models["esm2"], os.environ.get("VNP_FP8_KEEP"))
+            self.precision_used = "fp8"
 
     def _calibrate(self, store: FrameStore, rows: np.ndarray) -> None:
         """--precision fp8: keep ESM-2's fp8 linears only if the run's own frames say it is faithful."""
@@ -246,8 +256,8 @@ class Worker:
             stale += state == "stale"
             if self.models is None:
                 self.load_models()
-                if self.config.precision == "fp8":
-                    self._use_fp8(store, rows)
+            if self._fp8_pending():  # also when a loader thread loaded the models before run()
+                self._use_fp8(store, rows)
             dnabert, dnabert_tokens = self.embed("dnabert", store.get("nucleotides", rows))
             esm, _ = self.embed("esm2", store.get("proteins", rows))
             scores = self._classify(dnabert, esm)
