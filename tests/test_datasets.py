@@ -205,6 +205,15 @@ def test_user_file_replaces_every_dataset(cache, tmp_path, monkeypatch):
     assert datasets.get("large").composition["frames"] == 1  # read back, not recounted
 
 
+def test_a_user_file_the_original_cannot_read_is_a_dataset_error_and_caches_nothing(cache, tmp_path, monkeypatch):
+    sample = tmp_path / "notes.fa"
+    sample.write_text("sample notes\n>a\nATGAAACCC\n")
+    monkeypatch.setenv("VNP_BENCH_DATA", str(sample))
+    with pytest.raises(datasets.DatasetError, match="not a '>' header"):
+        datasets.get("large")
+    assert not list(cache.glob("compositions/*.json"))
+
+
 def test_unknown_dataset_is_a_clear_error(cache):
     with pytest.raises(datasets.DatasetError, match="no dataset 'nope'"):
         datasets.get("nope")

@@ -114,7 +114,10 @@ def user_dataset(path: Path, model_type: int, name: str | None = None) -> Datase
     if cached.exists():
         composition = json.loads(cached.read_text())
     else:
-        composition = count_composition(path, model_type)
+        try:
+            composition = count_composition(path, model_type)
+        except ValueError as error:  # a file the original cannot read: nothing to validate a run against
+            raise DatasetError(str(error)) from error
         _write_atomic(cached, json.dumps(composition, indent=1).encode())
     return Dataset(name or f"user-{path.stem}", path.resolve(), model_type, composition)
 
