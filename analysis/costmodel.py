@@ -21,31 +21,16 @@ from scipy.optimize import nnls
 
 from analysis.record import STARTUP, Record
 from benchmarks.harness.scale import GPU_COUNTS
+from benchmarks.harness.stagework import stage_work
 
 DEFAULT_TARGET_HOURS = 10.0
-
-# (substring of the lower-cased stage name, work unit, runs once per GPU worker). The first rule that
-# matches wins; the names cover vnp's stages (docs/run-record.md) and the fork's pipeline_state.json ones.
-_STAGE_RULES = (
-    ("esm", "esm_tokens", True),
-    ("dnabert", "dnabert_tokens", True),
-    ("classif", "frames", True),
-    ("consensus", "chunks_with_frame", False),
-    ("preprocess", "bases", False),
-    ("chunk", "bases", False),
-    ("translat", "bases", False),
-)
 
 
 def stage_kind(name: str) -> tuple[str, bool]:
     """The work unit of a stage and whether it runs in the per-GPU workers (so scales with GPUs)."""
     if name == STARTUP:
         return "none", False
-    lowered = name.lower()
-    for needle, unit, parallel in _STAGE_RULES:
-        if needle in lowered:
-            return unit, parallel
-    return "frames", False
+    return stage_work(name)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ def history_section(groups: Sequence[Mapping], asv: Mapping[str, Mapping], machi
             name: value
             for name, value in (commits.get(group["commit"]) or {}).get("values", {}).items()
             if "projected" in name and value is not None
+            and not _names_a_role(name, group.get("roles_at_other_chunk_sizes") or ())
         }
         rows.append(
             {
@@ -66,3 +67,10 @@ def history_section(groups: Sequence[Mapping], asv: Mapping[str, Mapping], machi
         )
     rows.sort(key=lambda r: (r["date"] is None, r["date"] or 0, r["started_at"] or 0))
     return {"machine": machine, "gpus": gpus, "rows": rows, "note": None if rows else "no projections"}
+
+
+def _names_a_role(name: str, roles: Sequence[str]) -> bool:
+    """Whether a tracked value's parameters name one of ``roles``: the contigs role's projected hours (its runs
+    chunked at 500) are not shown beside a projection of runs chunked at 300."""
+    named = {param.strip().strip("'\"") for param in name.partition("(")[2].rstrip(")").split(",")}
+    return bool(named & set(roles))

@@ -3,14 +3,14 @@
 A group is one machine, commit, target, scale, variant and chunk size (``Record.group``). Each group's
 runs are fitted (``costmodel``), projected onto the sample, and checked twice: by predicting the
 largest role the group ran from the next smaller one, and against measured runs of the sample itself.
-The results are JSON-ready dicts: the suites' ``track_projected_hours`` (``projected_hours``), the
-``project`` and ``report`` entry points share them. docs/projection.md explains how to read them.
+The results are JSON-ready dicts the ``project`` and ``report`` entry points share (the suites'
+per-run projection is the harness's own: ``benchmarks/harness/metrics.py``). docs/projection.md explains
+how to read them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,19 +219,6 @@ def group_observations(observations: Iterable[Record]) -> dict[tuple, list[Recor
     return dict(groups)
 
 
-def projected_hours(records: Iterable[Mapping], composition: Mapping[str, float], gpus: int) -> float:
-    """Point projection, in hours, of ``composition`` on ``gpus`` GPUs from RunRecord dicts of one group.
-
-    For the suites' ``track_projected_hours``. Records that cannot teach a cost are ignored; NaN when
-    none can (asv shows NaN as n/a).
-    """
-    observations, _ = usable_records([Record.from_json(r, str(i)) for i, r in enumerate(records)])
-    if not observations:
-        return math.nan
-    composition, _ = complete_composition(composition, [obs.composition for obs in observations])
-    return fit_cost_model(observations).total_seconds(composition, gpus) / 3600.0
-
-
 def project_results(
     observations: Iterable[Record],
     composition: Mapping[str, float] | None = None,
@@ -244,10 +231,11 @@ def project_results(
     sample_pool: Iterable[Record] | None = None,
     cohort: tuple[int, int, int] | None = None,
 ) -> list[dict]:
-    """Project every group (machine, commit, target, scale, chunk size) of one variant onto a sample.
+    """Project every group (machine, commit, target, scale) of one variant at the sample's chunk size onto it.
 
-    With ``chunk_size`` only runs at that chunk size (model type) are used: reads chunked at 300 and
-    contigs at 500 cost differently per read.
+    Only runs at ``chunk_size`` (the sample's model type) are used: reads chunked at 300 and contigs at
+    500 cost differently per token, so a run's rates hold only at its own chunk size. Without one, the
+    chunk size most of the variant's runs used (``sample_chunk_size``).
 
     ``composition`` is the sample's (units it lacks are estimated from each group's runs); without one,
     a sample of FULL_SAMPLE_READS reads with the measured runs' per-read ratios. Each entry is
@@ -257,13 +245,12 @@ def project_results(
     observations), so a caller projecting a subset of groups can still find them elsewhere.
     """
     gpu_counts = tuple(gpu_counts)
+    observations = list(observations)
+    chunk_size = chunk_size or sample_chunk_size(obs for obs in observations if obs.variant == variant)
 
     def usable(pool):
-        return [
-            obs for obs in pool if obs.variant == variant and (not chunk_size or obs.chunk_size in (chunk_size, None))
-        ]
+        return [obs for obs in pool if obs.variant == variant and obs.chunk_size == chunk_size]
 
-    observations = list(observations)
     pool = usable(observations if sample_pool is None else sample_pool)
     results = []
     for _, group in sorted(group_observations(usable(observations)).items()):
@@ -331,6 +318,8 @@ def projection_document(query: Query) -> dict:
             f"no usable runs of variant '{query.variant}' under {query.records}"
             + (f" (variants found: {', '.join(found)})" if found else "")
         )
+    runs = [r for r in selected if r.variant == query.variant]
+    chunk_size = query.chunk_size or sample_chunk_size(runs)
     # runs of the sample itself count as evidence whatever the filters (another scale or commit)
     groups = project_results(
         selected,
@@ -340,14 +329,28 @@ def projection_document(query: Query) -> dict:
         query.target_hours,
         query.variant,
         query.check,
-        query.chunk_size,
+        chunk_size,
         sample_pool=every_run,
         cohort=query.cohort,
     )
+    elsewhere = other_chunk_sizes(runs, chunk_size)
     if not groups:
-        raise ValueError(f"no usable runs of variant '{query.variant}' at chunk size {query.chunk_size}")
+        sizes = ", ".join(sorted({str(size) for *_, size in elsewhere}))
+        why = f" (runs at chunk size {sizes} only: a run's costs per token hold at its own chunk size)" if sizes else ""
+        raise ValueError(f"no usable runs of variant '{query.variant}' at chunk size {chunk_size}{why}")
+    skipped += [
+        f"{machine}/{commit} ({scale} scale, {', '.join(roles)}): {count} run(s) at chunk size {size}, "
+        f"not projected onto a sample chunked at {chunk_size}"
+        for (machine, commit, scale, size), (count, roles) in sorted(elsewhere.items(), key=str)
+    ]
     dates = read_asv_results(query.results) if query.results else {}
     for group in groups:
+        # what asv tracked for these roles on this commit was measured at another chunk size: not comparable
+        group["roles_at_other_chunk_sizes"] = sorted(
+            {r.role for r in every_run if (r.machine, r.commit) == (group["machine"], group["commit"])}
+            - {r.role for r in every_run if (r.machine, r.commit, r.chunk_size) ==
+               (group["machine"], group["commit"], group["chunk_size"])}
+        )
         # asv's date of the commit (ms); a commit measured only outside asv: the time of its first run
         asv_date = (dates.get(group["machine"], {}).get(group["commit"]) or {}).get("date")
         group["date"] = asv_date or int(group["started_at"] * 1000)
@@ -358,6 +361,7 @@ def projection_document(query: Query) -> dict:
         "target_hours": query.target_hours,
         "gpu_counts": list(query.gpu_counts),
         "variant": query.variant,
+        "chunk_size": chunk_size,
         "groups": groups,
         "skipped": skipped,
     }
@@ -372,6 +376,21 @@ def _shown(path: Path) -> str:
 def series_key(group: Mapping) -> tuple:
     """Groups that form one history: the same machine, target, scale and chunk size, commit after commit."""
     return (group["machine"], group["target"], group["scale"], group["chunk_size"])
+
+
+def sample_chunk_size(records: Iterable[Record]) -> int | None:
+    """The chunk size most runs used (None when none says): what a sample is projected at by default."""
+    sizes = Counter(r.chunk_size for r in records)
+    return sizes.most_common(1)[0][0] if sizes else None
+
+
+def other_chunk_sizes(records: Iterable[Record], chunk_size: int | None) -> dict[tuple, tuple[int, list[str]]]:
+    """Runs at another chunk size than ``chunk_size``: {(machine, commit, scale, chunk size): (runs, roles)}."""
+    found: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        if r.chunk_size != chunk_size:
+            found[(r.machine, r.commit, r.scale, r.chunk_size)].append(r)
+    return {key: (len(rs), sorted({r.role for r in rs})) for key, rs in found.items()}
 
 
 def runs_chunk_size(records: Iterable[Record]) -> int:

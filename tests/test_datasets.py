@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from Bio.SeqIO.FastaIO import SimpleFastaParser
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks.harness import counting, datasets, original
 
@@ -99,16 +100,15 @@ def test_cached_files_match_their_definition(cache, name):
 def plain_original_counts(path, chunk_size):
     """The counts, one record, chunk and frame at a time with original.py: the statement of the rules."""
     counts = dict.fromkeys(KEYS - {"dnabert_tokens"}, 0)
-    with open(path) as handle:
-        for title, sequence in SimpleFastaParser(handle):
-            chunks = original.split_record(title.split(None, 1)[0], sequence, chunk_size)
-            frames = [frame for chunk_id, chunk in chunks for frame in original.identify_frames(chunk_id, chunk)]
-            counts["reads"] += 1
-            counts["bases"] += len(sequence)
-            counts["chunks"] += len(chunks)
-            counts["chunks_with_frame"] += len({frame_id[:-2] for frame_id, _, _ in frames})
-            counts["frames"] += len(frames)
-            counts["esm_tokens"] += sum(min(len(protein) + 2, 1024) for _, _, protein in frames)
+    for record_id, sequence in original.read_records(path):
+        chunks = original.split_record(record_id, sequence, chunk_size)
+        frames = [frame for chunk_id, chunk in chunks for frame in original.identify_frames(chunk_id, chunk)]
+        counts["reads"] += 1
+        counts["bases"] += len(sequence)
+        counts["chunks"] += len(chunks)
+        counts["chunks_with_frame"] += len({frame_id[:-2] for frame_id, _, _ in frames})
+        counts["frames"] += len(frames)
+        counts["esm_tokens"] += sum(min(len(protein) + 2, 1024) for _, _, protein in frames)
     return counts
 
 
@@ -124,6 +124,10 @@ def test_vectorised_counts_equal_the_plain_original_rules_on_awkward_input(golde
     crlf, lone_cr = tmp_path / "crlf.fa", tmp_path / "cr.fa"  # Windows and old-Mac line ends, as text mode reads them
     crlf.write_bytes(awkward.read_bytes().replace(b"\n", b"\r\n"))
     lone_cr.write_bytes(awkward.read_bytes().replace(b"\n", b"\r"))
+    # Whitespace in sequence lines: the original's parser drops a tab or space anywhere, keeps \x0b and \x0c
+    # (bases that are not ACGT) even at a line's end
+    whitespace = tmp_path / "whitespace.fa"
+    whitespace.write_text(">t\tdescription\nATG\tAAA\tCCC\t\nGG G\x0b\n>u\nATGA\x0cAA\x0c\n>v\nAT\x0bGAAATAG\n")
     cases = [
         (golden_dir / "generated" / "reads.fa", 300),
         (golden_dir / "generated" / "contigs.fa", 500),
@@ -133,11 +137,40 @@ def test_vectorised_counts_equal_the_plain_original_rules_on_awkward_input(golde
         (shorter_than_a_codon, 300),
         (crlf, 300),
         (lone_cr, 500),
+        (whitespace, 300),
     ]
     for path, chunk in cases:
         counted = datasets.count_composition(path, chunk)
         assert {k: counted[k] for k in KEYS - {"dnabert_tokens"}} == plain_original_counts(path, chunk), path.name
         assert counted["dnabert_tokens_estimated"] is True
+
+
+# Sequence lines of ACGT, IUPAC, lowercase and the whitespace FASTA parsers disagree on (tab, space, \x0b, \x0c).
+SEQUENCE_LINES = st.lists(st.text("ACGTNacgtR \t\x0b\x0c", max_size=90), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=st.lists(st.tuples(st.text("ACGT", min_size=1, max_size=40), SEQUENCE_LINES), min_size=1,
+                        max_size=6),
+       newline=st.sampled_from(["\n", "\r\n", "\r"]), chunk_size=st.sampled_from([300, 500]))
+def test_counts_equal_the_original_rules_on_any_whitespace(tmp_path_factory, records, newline, chunk_size):
+    """Each record starts with a base (the original divides by zero on an empty one); the rest is anything."""
+    text = "".join(f">r{i}{newline}{first}{newline}" + "".join(line + newline for line in lines)
+                   for i, (first, lines) in enumerate(records))
+    path = tmp_path_factory.mktemp("fa") / "x.fa"
+    path.write_bytes(text.encode())
+    counted = counting.count_file(path, chunk_size, workers=1)
+    assert {k: counted[k] for k in KEYS - {"dnabert_tokens"}} == plain_original_counts(path, chunk_size)
+
+
+@pytest.mark.parametrize("before", ["junk\n", "\n", ";comment\n", " >x\n"])
+def test_text_before_the_first_header_is_refused_as_the_original_refuses_it(tmp_path, before):
+    path = tmp_path / "x.fa"
+    path.write_text(f"{before}>a\nATGAAACCC\n")
+    with pytest.raises(ValueError):
+        list(original.read_records(path))
+    with pytest.raises(ValueError, match="before|header"):
+        counting.count_file(path, 300)
 
 
 def test_a_large_file_is_counted_in_parallel_to_the_same_numbers(tmp_path, monkeypatch):
@@ -170,6 +203,15 @@ def test_user_file_replaces_every_dataset(cache, tmp_path, monkeypatch):
     assert [p.name.split("-")[0] for p in cached] == [datasets.sha256_file(sample)]
     cached[0].write_text(json.dumps({**dataset.composition, "frames": 1}))
     assert datasets.get("large").composition["frames"] == 1  # read back, not recounted
+
+
+def test_a_user_file_the_original_cannot_read_is_a_dataset_error_and_caches_nothing(cache, tmp_path, monkeypatch):
+    sample = tmp_path / "notes.fa"
+    sample.write_text("sample notes\n>a\nATGAAACCC\n")
+    monkeypatch.setenv("VNP_BENCH_DATA", str(sample))
+    with pytest.raises(datasets.DatasetError, match="not a '>' header"):
+        datasets.get("large")
+    assert not list(cache.glob("compositions/*.json"))
 
 
 def test_unknown_dataset_is_a_clear_error(cache):

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import math
 import re
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from synthetic_runs import (
 
 from analysis import costmodel as C
 from analysis import projection as P
+from analysis.history import history_section
 from analysis.record import RUN_SCHEMA, SCHEMA, STARTUP, WORK_UNITS, Record, gpu_index, load_records
 
 # --- fitting ------------------------------------------------------------------------------------------
@@ -171,13 +171,6 @@ def test_a_cohort_runs_its_samples_node_by_node():
         C.project_cohort(envelope, full, samples=0, gpus_per_node=2, nodes=4)
 
 
-def test_projected_hours_for_the_suites_matches_the_truth():
-    records = [synthetic_record("typical", 1000, 1), synthetic_record("large", 10000, 1)]
-    full = composition(6_000_000)
-    assert P.projected_hours(records, full, 1) == pytest.approx(true_total(full, 1) / 3600, rel=1e-6)
-    assert math.isnan(P.projected_hours([], full, 1))
-
-
 # --- the trust check ----------------------------------------------------------------------------------
 
 
@@ -298,16 +291,63 @@ def test_check_matches_roles_so_ci_stand_in_datasets_count():
     )
 
 
-def test_runs_at_another_chunk_size_are_fitted_apart():
+def at_chunk_size(record, chunk_size, role=None):
+    """A synthetic RunRecord as if chunked at ``chunk_size`` (the harness's model_type)."""
+    harness = {**record["harness"], "model_type": chunk_size, "role": role or record["harness"]["dataset"]}
+    return {**record, "harness": harness}
+
+
+def test_runs_at_another_chunk_size_are_never_projected_with_the_samples():
+    """Contigs at 500 cost 5x the reads' rates here: mixed into a projection at 300, they would show."""
     reads = observations([("typical", 1000, 1), ("large", 10000, 1)])
-    contigs, _ = from_pairs([("c", synthetic_record("contigs", 500, 1, factor=5.0))])
-    contigs = [dataclasses.replace(obs, chunk_size=500) for obs in contigs]
+    (contig,), _ = from_pairs([("c", at_chunk_size(synthetic_record("contigs", 500, 1, factor=5.0), 500))])
+    (unknown,), _ = from_pairs([("u", synthetic_record("other", 3000, 1, factor=5.0))])
+    unknown = dataclasses.replace(unknown, chunk_size=None)
     full = composition(6_000_000)
-    both = P.project_results(reads + contigs, full, "test", (1,))
-    assert sorted(g["chunk_size"] for g in both) == [300, 500]
-    only_300 = P.project_results(reads + contigs, full, "test", (1,), chunk_size=300)
-    assert [g["chunk_size"] for g in only_300] == [300]
-    assert only_300[0]["projection"]["rows"][0]["total_hours"] == pytest.approx(true_total(full, 1) / 3600, rel=1e-6)
+    by_default = P.project_results(reads + [contig, unknown], full, "test", (1,))  # most runs: 300
+    only_300 = P.project_results(reads + [contig, unknown], full, "test", (1,), chunk_size=300)
+    for groups in (by_default, only_300):
+        assert [(g["chunk_size"], g["fit"]["datasets"]) for g in groups] == [(300, ["large", "typical"])]
+        assert groups[0]["projection"]["rows"][0]["total_hours"] == pytest.approx(true_total(full, 1) / 3600, rel=1e-6)
+    only_500 = P.project_results(reads + [contig, unknown], full, "test", (1,), chunk_size=500)
+    assert [(g["chunk_size"], g["fit"]["datasets"]) for g in only_500] == [(500, ["contigs"])]
+    assert P.project_results([contig], full, "test", (1,), chunk_size=300) == []
+
+
+def write_records(root, records):
+    for n, record in enumerate(records):
+        folder = root / record["harness"]["machine"] / record["harness"]["commit"][:8]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"run-{n}.json").write_text(json.dumps(record))
+    return root
+
+
+def test_the_projection_says_which_runs_it_left_out_for_their_chunk_size(tmp_path):
+    reads = [at_chunk_size(synthetic_record(role, n, 1), 300) for role, n in (("typical", 1000), ("large", 10**4))]
+    contigs = [at_chunk_size(synthetic_record("contigs", 500, 1, factor=5.0, repeat=r), 500) for r in (0, 1)]
+    root = write_records(tmp_path / "records", reads + contigs)
+    sample = composition(6_000_000)
+    document = P.projection_document(P.Query(records=root, composition=sample, source="test", gpu_counts=(1,)))
+    assert document["chunk_size"] == 300 and [g["chunk_size"] for g in document["groups"]] == [300]
+    assert document["groups"][0]["roles_at_other_chunk_sizes"] == ["contigs"]  # for the history's asv values
+    assert document["skipped"] == ["m1/abcdef12 (gpu scale, contigs): 2 run(s) at chunk size 500, "
+                                   "not projected onto a sample chunked at 300"]
+    only_contigs = write_records(tmp_path / "contigs", contigs)
+    with pytest.raises(ValueError, match="at chunk size 300 \\(runs at chunk size 500 only"):
+        P.projection_document(P.Query(records=only_contigs, composition=sample, chunk_size=300))
+
+
+def test_history_shows_no_tracked_projection_of_a_role_at_another_chunk_size():
+    group = {"commit": "abcdef12", "date": 1, "started_at": 1.0, "roles_at_other_chunk_sizes": ["contigs"],
+             "projection": {"rows": [{"gpus": 1, "total_hours": 1.0, "low_hours": 1.0, "high_hours": 1.0}],
+                            "fewest_gpus_meeting_target": 1}}
+    tracked = {"end_to_end.EndToEnd.track_projected_full_sample_hours('typical', 1)": 1.0,
+               "end_to_end.EndToEnd.track_projected_full_sample_hours('contigs', 1)": 3.0,
+               "end_to_end.EndToEnd.track_projected_hours(1)": 1.1}
+    asv = {"m1": {"abcdef12": {"date": 1, "values": tracked}}}
+    (row,) = history_section([group], asv, "m1", 1)["rows"]
+    assert row["asv_tracked"] == {"end_to_end.EndToEnd.track_projected_full_sample_hours('typical', 1)": 1.0,
+                                  "end_to_end.EndToEnd.track_projected_hours(1)": 1.1}
 
 
 def test_stage_kinds_cover_vnp_and_fork_names():

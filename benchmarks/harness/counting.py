@@ -14,20 +14,22 @@ run.json; validation never uses them).
 
 from __future__ import annotations
 
-import io
 import math
 import multiprocessing
 import os
 from pathlib import Path
 
 import numpy as np
-from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 ESM_MAX_TOKENS = 1024  # the ESM-2 cap: 1,022 residues + BOS + EOS
 DNABERT_TOKENS_PER_BASE = 0.207  # an estimate: 300 bp -> ~64 tokens incl. [CLS]/[SEP]
 BLOCK_BYTES = 16 << 20  # bytes of FASTA parsed at a time: the unit of memory
 PARALLEL_BYTES = 64 << 20  # files above this are counted by several processes
 COUNTS = ("reads", "bases", "chunks", "chunks_with_frame", "frames", "esm_tokens", "dnabert_tokens")
+# What Biopython's "fasta" parser (SeqIO.parse, the original's reader) removes from sequence lines: other
+# whitespace (\x0b, \x0c, ...) stays in the sequence, a base that is not ACGT. (SimpleFastaParser keeps a tab
+# inside a line, strips any whitespace at a line's end, and skips text before the first header.)
+_DROPPED = b" \t\r\n"
 
 # Bases as codes A=0, C=1, G=2, T=3 (either case); anything else 4, and 5 pads a chunk to the matrix width.
 # A codon holding a 4 or 5 is not translated, which is the original's "skip codons with non-ACGT" rule.
@@ -66,10 +68,15 @@ def chunk_starts(length: int, chunk_size: int) -> list[int]:
 def count_file(path: Path, chunk_size: int, workers: int | None = None) -> dict:
     """Reads, bases, chunks, chunks with a kept frame, kept frames, ESM tokens (and estimated DNABERT tokens).
 
-    `workers`: processes to use (default: one per core for files over PARALLEL_BYTES, else one).
+    `workers`: processes to use (default: one per core for files over PARALLEL_BYTES, else one). ValueError
+    when the file has anything before its first header, which the original cannot read either.
     """
     path = Path(path)
     size = path.stat().st_size
+    with open(path, "rb") as handle:
+        if size and handle.read(1) != b">":
+            # Biopython's "fasta" parser refuses any line before the first header, a blank one included
+            raise ValueError(f"{path}: the first line is not a '>' header (the original's FASTA parser refuses it)")
     if workers is None:
         workers = min(_cores(), max(1, size // PARALLEL_BYTES)) if size > PARALLEL_BYTES else 1
     ranges = split_ranges(path, workers)
@@ -103,21 +110,21 @@ def split_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
 def count_range(path: Path, start: int, end: int, chunk_size: int) -> dict:
     """The counts of the records between two byte offsets (both at record starts, or the file's ends)."""
     total = dict.fromkeys(COUNTS, 0)
-    for records in _record_blocks(path, start, end):
-        for key, value in count_records(records, chunk_size).items():
+    for sequences in _record_blocks(path, start, end):
+        for key, value in count_sequences(sequences, chunk_size).items():
             total[key] += value
     return total
 
 
 def _record_blocks(path: Path, start: int, end: int):
-    """Lists of (title, sequence), BLOCK_BYTES of the file at a time, cut between records."""
+    """Lists of record sequences, BLOCK_BYTES of the file at a time, cut between records."""
     with open(path, "rb") as handle:
         handle.seek(start)
         carry = b""
         while handle.tell() < end or carry:
             block = carry + handle.read(max(0, min(BLOCK_BYTES, end - handle.tell())))
             # Line ends as the original reads them (Python's universal newlines): \r\n and a lone \r are \n. A \r\n
-            # split between two blocks becomes an empty line, which FASTA parsing ignores.
+            # split between two blocks becomes an empty line, which adds nothing to a sequence.
             block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             cut = block.rfind(b"\n>") + 1 if handle.tell() < end else len(block)
             if cut <= 0:  # one record longer than a block: read on
@@ -127,21 +134,32 @@ def _record_blocks(path: Path, start: int, end: int):
                     carry = block
                     continue
             text, carry = block[:cut], block[cut:]
-            yield list(SimpleFastaParser(io.StringIO(text.decode("ascii", errors="replace"))))
+            yield sequences_of(text)
 
 
-def count_records(records: list[tuple[str, str]], chunk_size: int) -> dict:
-    """The counts of (title, sequence) records, by the original's chunking and six-frame rules."""
-    chunks = [sequence[s : s + chunk_size] for _, sequence in records for s in chunk_starts(len(sequence), chunk_size)]
+def sequences_of(text: bytes) -> list[bytes]:
+    """The sequences of whole records (text starting at a '>' header) as Biopython's "fasta" parser reads them.
+
+    A record runs from a line starting with '>' to the next one; its sequence is the lines after the
+    header, joined, with spaces, tabs and line ends removed.
+    """
+    if not text:
+        return []
+    return [record.partition(b"\n")[2].translate(None, _DROPPED) for record in text.split(b"\n>")]
+
+
+def count_sequences(sequences: list[bytes], chunk_size: int) -> dict:
+    """The counts of records' sequences, by the original's chunking and six-frame rules."""
+    chunks = [sequence[s : s + chunk_size] for sequence in sequences for s in chunk_starts(len(sequence), chunk_size)]
     counts = dict.fromkeys(COUNTS, 0)
-    counts["reads"] = len(records)
-    counts["bases"] = sum(len(sequence) for _, sequence in records)
+    counts["reads"] = len(sequences)
+    counts["bases"] = sum(map(len, sequences))
     counts["chunks"] = len(chunks)
     if not chunks:
         return counts
     lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
     width = int(lengths.max())
-    padded = b"".join(chunk.encode("ascii", errors="replace").ljust(width, b"\0") for chunk in chunks)
+    padded = b"".join(chunk.ljust(width, b"\0") for chunk in chunks)
     forward = _CODE[np.frombuffer(padded, dtype=np.uint8).reshape(len(chunks), width)]
     forward[np.arange(width)[None, :] >= lengths[:, None]] = _PAD
     # The reverse strand, read right to left: each chunk's reverse complement starts after (width - length)

@@ -30,7 +30,9 @@ DEFINITIONS = REPO / "data" / "datasets.json"
 GENERATOR_VERSION = 1
 BLOCK_READS = 50_000  # reads per independently seeded block: the unit of memory and of determinism
 CONTIG_LINE_WIDTH = 80
-COMPOSITION_VERSION = 3  # of the cached counts of user files: 3 = CR line ends read as the original (2: not; 1: vnp's)
+# Of the cached counts of user files: 4 = tabs in sequence lines dropped, as the original's parser does (3: CR line
+# ends read as the original; 2: not; 1: vnp's)
+COMPOSITION_VERSION = 4
 
 # Bases are coded A=0, C=1, G=2, T=3; a codon is 16*first + 4*second + third.
 LETTERS = np.frombuffer(b"ACGT", dtype=np.uint8)
@@ -112,7 +114,10 @@ def user_dataset(path: Path, model_type: int, name: str | None = None) -> Datase
     if cached.exists():
         composition = json.loads(cached.read_text())
     else:
-        composition = count_composition(path, model_type)
+        try:
+            composition = count_composition(path, model_type)
+        except ValueError as error:  # a file the original cannot read: nothing to validate a run against
+            raise DatasetError(str(error)) from error
         _write_atomic(cached, json.dumps(composition, indent=1).encode())
     return Dataset(name or f"user-{path.stem}", path.resolve(), model_type, composition)
 

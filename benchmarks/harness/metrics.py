@@ -7,17 +7,17 @@ times: its clock covers only the part of the work left after the interruption.
 
 from __future__ import annotations
 
-import contextlib
-import math
-
 import numpy as np
+
+from benchmarks.harness.stagework import stage_work
 
 GPU_STAGES = ("dnabert", "esm2", "classify")
 TIMES = ("wall_seconds", "seconds_per_million_esm_tokens", "projected_full_sample_hours")  # gone when resumed
 
 
 def summarise(rec: dict, full_sample: dict | None = None) -> dict:
-    """Every metric of one RunRecord, as plain JSON-ready values."""
+    """Every metric of one RunRecord, as plain JSON-ready values; `full_sample` is the whole sample's dataset
+    definition (its `composition` and `model_type`), for the projected hours."""
     harness, run = rec["harness"], rec.get("run") or {}
     # The harness's own count, not the pipeline's: a build that over-reported its tokens would look faster.
     esm_tokens = harness["expected"].get("esm_tokens") or (run.get("input") or {}).get("esm_tokens")
@@ -55,16 +55,44 @@ def summarise(rec: dict, full_sample: dict | None = None) -> dict:
     return summary
 
 
-def projected_hours(rec: dict, full_sample: dict | None) -> float | None:
-    """Hours for a whole sample on the run's GPU count, by the projection's cost model fitted on this run."""
-    if not full_sample:
-        return None
-    with contextlib.suppress(Exception):  # the projection refuses runs it cannot learn from
-        from analysis.projection import projected_hours as project
+def projected_hours(rec: dict, sample: dict | None) -> float | None:
+    """Hours for a whole sample on the run's GPU count, from this run alone.
 
-        hours = project([rec], full_sample, rec["harness"]["gpus"])
-        return None if math.isnan(hours) else hours
-    return None
+    The cost model of docs/projection.md fitted on one run: each stage's seconds grow in proportion to its
+    unit of work (`stagework`), and the time outside every stage (start-up, model load) is fixed. None when
+    the run was chunked at another size than the sample (its `model_type`): per-token costs depend on the
+    chunk length, so a contigs run at 500 says nothing about a sample of reads at 300. Also None without
+    stage times, or without a count of the work in the sample.
+    """
+    harness, run = rec["harness"], rec.get("run") or {}
+    chunk_size = harness.get("model_type") or (run.get("config") or {}).get("chunk_size")
+    if not sample or not chunk_size or chunk_size != sample.get("model_type"):
+        return None
+    done, wanted = counted_work(rec), sample.get("composition") or {}
+    stages = [s for s in run.get("stages") or [] if isinstance(s.get("seconds"), (int, float))]
+    if not stages or not harness.get("wall_seconds") or not done.get("reads") or not wanted.get("reads"):
+        return None
+    seconds = max(0.0, harness["wall_seconds"] - sum(s["seconds"] for s in stages))
+    for stage in stages:
+        unit, _ = stage_work(stage["name"])
+        if not done.get(unit):  # no work measured: a fixed cost
+            seconds += stage["seconds"]
+            continue
+        # a unit the sample's definition lacks: the run's per-read ratio (as the analysis estimates it)
+        sample_work = wanted.get(unit, done[unit] * wanted["reads"] / done["reads"])
+        seconds += stage["seconds"] * sample_work / done[unit]
+    return seconds / 3600.0
+
+
+def counted_work(rec: dict) -> dict[str, float]:
+    """The run's work per unit: the harness's own counts, and run.json's DNABERT tokens where the harness only
+    estimated them (the analysis reads a record the same way: `analysis/record.py`)."""
+    expected = rec["harness"].get("expected") or {}
+    reported = (rec.get("run") or {}).get("input") or {}
+    work = {**reported, **expected}
+    if expected.get("dnabert_tokens_estimated") and reported.get("dnabert_tokens"):
+        work["dnabert_tokens"] = reported["dnabert_tokens"]
+    return {unit: float(n) for unit, n in work.items() if isinstance(n, (int, float)) and not isinstance(n, bool)}
 
 
 def stage_scheduling(rec: dict) -> tuple[dict, dict]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Iterator
 
 from Bio import SeqIO
 from Bio.Seq import Seq
@@ -29,6 +30,16 @@ CODON_TABLE = {
     for k, c in enumerate(BASES)
 }
 COMPLEMENT = {"A": "T", "T": "A", "C": "G", "G": "C"}
+
+
+def read_records(path) -> Iterator[tuple[str, str]]:
+    """(ID, sequence) of every record, read as the original reads its input: Biopython's "fasta" parser.
+
+    That parser drops spaces and tabs inside sequence lines (not other whitespace) and refuses a file with
+    anything before its first '>' header (ValueError).
+    """
+    for record in SeqIO.parse(path, "fasta"):
+        yield record.id, str(record.seq)
 
 
 def chunk_starts(length: int, chunk_size: int) -> list[int]:
@@ -102,8 +113,8 @@ def preprocess_files(input_path, outdir, chunk_size: int) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     chunked = outdir / f"{base}_chunked{chunk_size}.fa"
     with open(chunked, "w") as out:
-        for record in SeqIO.parse(input_path, "fasta"):
-            for chunk_id, chunk in split_record(record.id, str(record.seq), chunk_size):
+        for record_id, sequence in read_records(input_path):
+            for chunk_id, chunk in split_record(record_id, sequence, chunk_size):
                 SeqIO.write(SeqRecord(Seq(chunk), id=chunk_id, description=""), out, "fasta")
     with (open(outdir / f"{base}_identified_nucleotide.fa", "w") as nucleotides,
           open(outdir / f"{base}_identified_protein.faa", "w") as proteins):

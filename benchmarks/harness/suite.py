@@ -81,7 +81,7 @@ def core_run(role: str, gpus: int) -> runs.RunSpec:
 
 
 def _measure(spec: runs.RunSpec, repeats: int) -> dict:
-    full = datasets.load_definitions()["datasets"].get("full", {}).get("composition")
+    full = datasets.load_definitions()["datasets"].get("full")
     summaries = []
     try:
         for _ in range(repeats):
