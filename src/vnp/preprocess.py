@@ -148,17 +148,24 @@ def _write_outputs(path, chunk_size: int, targets: list[Path], composition: Comp
         records = read_fasta_batches(path, keep_case=True)  # the chunk file keeps the letters as written
         for ids, sequences, frames in _translated_batches(records, chunk_size, composition, BATCH_CHUNKS):
             chunked.write(_wrapped_records(ids, sequences))
-            nucleotide.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.nucleotides)))
-            protein.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.proteins)))
+            nucleotide.write(_fasta_text(frames.ids, frames.nucleotides))
+            protein.write(_fasta_text(frames.ids, frames.proteins))
 
 
 def _translate(chunk_ids: list[str], sequences: list[str], composition: Composition) -> FrameBatch:
     frames = kept_frames(sequences)
-    ids = [chunk_ids[source] + suffix for source, suffix in zip(frames.source.tolist(), frames.suffixes)]
+    ids = list(map(operator.add, map(chunk_ids.__getitem__, frames.source.tolist()), frames.suffixes))
     composition.chunks += len(chunk_ids)
-    composition.chunks_with_frame += np.unique(frames.source).size
+    composition.chunks_with_frame += np.count_nonzero(np.diff(frames.source)) + (frames.source.size > 0)  # sorted
     composition.frames += len(ids)
     return FrameBatch(ids, frames.nucleotides, frames.proteins)
+
+
+def _fasta_text(ids: list[str], sequences: list[str]) -> str:
+    """">ID\nSEQUENCE\n" for every record, joined; the pieces are interleaved in C (zip, chain), not formatted
+    one record at a time in Python."""
+    return "".join(itertools.chain.from_iterable(zip(itertools.repeat(">"), ids, itertools.repeat("\n"), sequences,
+                                                     itertools.repeat("\n"))))
 
 
 def _wrapped_records(ids: list[str], sequences: list[str]) -> str:

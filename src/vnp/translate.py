@@ -39,7 +39,8 @@ _BASE_CODE = bytes(_BASES.find(byte) if byte in _BASES else _SKIP for byte in ra
 _AMINO_ACID_OF = np.zeros(125, dtype=np.uint8)
 _ACGT_CODONS = (25 * np.arange(4)[:, None, None] + 5 * np.arange(4)[None, :, None] + np.arange(4)).ravel()
 _AMINO_ACID_OF[_ACGT_CODONS] = np.frombuffer(_AMINO_ACIDS, dtype=np.uint8)
-_STOP_CODONS = np.flatnonzero(_AMINO_ACID_OF == ord("*"))  # TAA, TAG, TGA: 12, 13, 17
+_STOP_CODONS = np.flatnonzero(_AMINO_ACID_OF == ord("*")).tolist()  # TAA, TAG, TGA: 12, 13, 17 (Python ints:
+# an int64 scalar would make numpy compare the uint8 codons as int64, 7x slower)
 _OFFSETS = np.array([0, 1, 2, 0, 1, 2])
 
 
@@ -105,13 +106,18 @@ def kept_frames_joined(joined: bytes, lengths: np.ndarray) -> KeptFrames:
         sources, frame_numbers, firsts, residues = sources[kept], frame_numbers[kept], firsts[kept], residues[kept]
     protein_text = amino_acids[translated].tobytes().decode("ascii")
     protein_ends = np.cumsum(residues)
-    proteins = [protein_text[b:e] for b, e in zip((protein_ends - residues).tolist(), protein_ends.tolist())]
+    proteins = _cut(protein_text, protein_ends - residues, protein_ends)
 
     # Nucleotide records: strand[offset : offset + 3*len(protein) + 1], clipped at the sequence end.
     strand_text = strands.decode("ascii")
     ends = firsts + np.minimum(3 * residues + 1, lengths[sources] - _OFFSETS[frame_numbers])
-    nucleotides = [strand_text[b:e] for b, e in zip(firsts.tolist(), ends.tolist())]
-    return KeptFrames(sources, [SUFFIXES[f] for f in frame_numbers.tolist()], nucleotides, proteins)
+    nucleotides = _cut(strand_text, firsts, ends)
+    return KeptFrames(sources, list(map(SUFFIXES.__getitem__, frame_numbers.tolist())), nucleotides, proteins)
+
+
+def _cut(text: str, begins: np.ndarray, ends: np.ndarray) -> list[str]:
+    """[text[b:e] for b, e in zip(begins, ends)], looped in C (map) rather than in Python: 2x faster."""
+    return list(map(text.__getitem__, map(slice, begins.tolist(), ends.tolist())))
 
 
 def _codon_numbers(strands: bytes) -> np.ndarray:
