@@ -328,9 +328,7 @@ def _two_line_records(run: bytes, keep_case: bool) -> tuple[list[str], list[str]
     """(IDs, sequences) of a run of records that each have a header line with only an ASCII ID and one
     sequence line, found and checked by a few calls over the whole run; None for any other run (the
     caller reads those record by record, which also names any problem)."""
-    if b"\r" in run:
-        return None
-    lines = run.split(b"\n")
+    lines = run.split(b"\n")  # a CR (CRLF, or a lone CR ending a line) fails the checks below
     if not lines[-1]:  # the file's last line end
         lines.pop()
     count = len(lines) // 2

@@ -17,8 +17,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from vnp.atomic import atomic_write, fsync_directory
 from vnp.chunking import iter_chunks
 from vnp.errors import OutputDirError
@@ -156,7 +154,7 @@ def _translate(chunk_ids: list[str], sequences: list[str], composition: Composit
     frames = kept_frames(sequences)
     ids = list(map(operator.add, map(chunk_ids.__getitem__, frames.source.tolist()), frames.suffixes))
     composition.chunks += len(chunk_ids)
-    composition.chunks_with_frame += np.count_nonzero(np.diff(frames.source)) + (frames.source.size > 0)  # sorted
+    composition.chunks_with_frame += len(set(frames.source.tolist()))
     composition.frames += len(ids)
     return FrameBatch(ids, frames.nucleotides, frames.proteins)
 
