@@ -85,5 +85,5 @@ def test_many_short_neighbours_in_one_joined_string(seqs):
     # Runs of codon slots that are empty or end where the next strand begins: the stop search's edge cases.
     frames = kept_frames_joined("".join(seqs).encode(), np.array([len(s) for s in seqs], dtype=np.int64))
     got = [(seqs[source], suffix, nucleotide, protein)
-           for source, suffix, nucleotide, protein in zip(frames.source.tolist(), *frames[1:])]
+           for source, suffix, nucleotide, protein in zip(frames.source.tolist(), *frames[1:], strict=True)]
     assert got == [(seq, *frame) for seq in seqs for frame in expected(seq)]

@@ -58,7 +58,7 @@ def read_fasta(path, keep_case: bool = False) -> Iterator[tuple[str, str]]:
     (always before the iteration ends). `validate_fasta` checks a whole file before anything is written.
     """
     for ids, sequences in read_fasta_batches(path, keep_case):
-        yield from zip(ids, sequences)
+        yield from zip(ids, sequences, strict=True)
 
 
 def read_fasta_batches(path, keep_case: bool = False) -> Iterator[tuple[list[str], list[str]]]:
@@ -219,7 +219,7 @@ def record_spans(path, pieces: int) -> list[tuple[int, int]] | None:
             if found < 0:
                 break
             starts.append(offset + found + 1)
-        return [(a, b) for a, b in zip(starts, starts[1:] + [size]) if b > a]
+        return [(a, b) for a, b in zip(starts, starts[1:] + [size], strict=True) if b > a]
 
 
 def _record_runs(path, span: tuple[int, int] | None = None) -> Iterator[bytes | list[bytes]]:
@@ -295,7 +295,7 @@ def _header_and_sequence(pieces: list[bytes]) -> tuple[bytes, bytes]:
 def _parse(path, span: tuple[int, int] | None = None) -> Iterator[tuple[str, str]]:
     """(ID, sequence as written) for every record (of ``span`` if given), checked; no duplicate detection."""
     for ids, sequences in _parse_batches(path, span):
-        yield from zip(ids, sequences)
+        yield from zip(ids, sequences, strict=True)
 
 
 def _parse_batches(path, span: tuple[int, int] | None = None,

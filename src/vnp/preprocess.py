@@ -50,14 +50,21 @@ def chunk_and_translate(
     The in-memory kernel under `iter_frame_batches` and `preprocess_files`; counts into `composition`.
     A batch may end inside a long record: translation memory stays bounded by the batch, not the record.
     """
+    for ids, sequences, frames in _translated_batches(_columns(records), chunk_size, composition, batch_reads):
+        yield list(zip(ids, sequences, strict=True)), frames
+
+
+def _columns(records: Iterable[tuple[str, str]], size: int = 1024) -> Iterator[tuple[list[str], list[str]]]:
+    """(IDs, sequences) of ``size`` records at a time, as `read_fasta_batches` gives them."""
     records = iter(records)
-    record_batches = (tuple(map(list, zip(*batch))) for batch in iter(lambda: list(itertools.islice(records, 1024)), []))
-    for ids, sequences, frames in _translated_batches(record_batches, chunk_size, composition, batch_reads):
-        yield list(zip(ids, sequences)), frames
+    while batch := list(itertools.islice(records, size)):
+        yield [record_id for record_id, _ in batch], [sequence for _, sequence in batch]
 
 
-def _translated_batches(record_batches: Iterable[tuple[list[str], list[str]]], chunk_size: int,
-                        composition: Composition | None, batch_reads: int) -> Iterator[tuple[list[str], list[str], FrameBatch]]:
+def _translated_batches(
+    record_batches: Iterable[tuple[list[str], list[str]]], chunk_size: int, composition: Composition | None,
+    batch_reads: int,
+) -> Iterator[tuple[list[str], list[str], FrameBatch]]:
     """(chunk IDs, chunk sequences, their kept frames) per batch of batch_reads chunks, from batches of records."""
     composition = composition if composition is not None else Composition()
     for ids, sequences in _chunk_batches(record_batches, chunk_size, composition, batch_reads):
@@ -73,11 +80,11 @@ def _chunk_batches(record_batches: Iterable[tuple[list[str], list[str]]], chunk_
         lengths = list(map(len, record_sequences))
         composition.reads += len(lengths)
         composition.bases += sum(lengths)
-        if lengths and min(lengths) > 0 and max(lengths) <= chunk_size:  # short reads, the common case: one chunk each
+        if lengths and min(lengths) > 0 and max(lengths) <= chunk_size:  # short reads (the common case): one chunk
             ids += [f"{record_id}_chunk_1" for record_id in record_ids]
             sequences += record_sequences
         else:
-            for record_id, sequence in zip(record_ids, record_sequences):
+            for record_id, sequence in zip(record_ids, record_sequences, strict=True):
                 for chunk_id, chunk in iter_chunks(record_id, sequence, chunk_size):
                     ids.append(chunk_id)
                     sequences.append(chunk)
@@ -162,8 +169,8 @@ def _translate(chunk_ids: list[str], sequences: list[str], composition: Composit
 def _fasta_text(ids: list[str], sequences: list[str]) -> str:
     """">ID\nSEQUENCE\n" for every record, joined; the pieces are interleaved in C (zip, chain), not formatted
     one record at a time in Python."""
-    return "".join(itertools.chain.from_iterable(zip(itertools.repeat(">"), ids, itertools.repeat("\n"), sequences,
-                                                     itertools.repeat("\n"))))
+    lines = zip(itertools.repeat(">"), ids, itertools.repeat("\n"), sequences, itertools.repeat("\n"), strict=False)
+    return "".join(itertools.chain.from_iterable(lines))
 
 
 def _wrapped_records(ids: list[str], sequences: list[str]) -> str:
@@ -171,7 +178,7 @@ def _wrapped_records(ids: list[str], sequences: list[str]) -> str:
     width = FASTA_LINE_WIDTH
     return "".join([f">{record_id}\n{seq}\n" if len(seq) <= width else
                     f">{record_id}\n" + "\n".join(_line_cutter(-(-len(seq) // width))(seq)) + "\n"
-                    for record_id, seq in zip(ids, sequences)])
+                    for record_id, seq in zip(ids, sequences, strict=True)])
 
 
 @functools.lru_cache(maxsize=None)

@@ -62,7 +62,8 @@ def six_frames_batch(seqs: list[str]) -> list[list[tuple[str, str, str]]]:
     """Kept frames of many sequences at once: one list of (suffix, nucleotide, protein) per sequence."""
     frames = kept_frames(seqs)
     per_sequence: list[list[tuple[str, str, str]]] = [[] for _ in seqs]
-    for source, *frame in zip(frames.source.tolist(), frames.suffixes, frames.nucleotides, frames.proteins):
+    for source, *frame in zip(frames.source.tolist(), frames.suffixes, frames.nucleotides, frames.proteins,
+                              strict=True):
         per_sequence[source].append(tuple(frame))
     return per_sequence
 
