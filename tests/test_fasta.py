@@ -173,6 +173,12 @@ def test_duplicate_found_at_a_check_boundary(tmp_path):
     assert "#2 and #8" in error_of(write(tmp_path, text), CHECK_EVERY=4)
 
 
+def test_the_first_duplicate_wins_when_a_block_holds_several_check_batches(tmp_path):
+    # One block brings records 1-6: the batch 1-4 holds the first duplicate ('a'), the rest another ('y').
+    text = "".join(f">{record_id}\nAC\n" for record_id in ["a", "b", "a", "c", "y", "y", "z"])
+    assert "'a' (records #1 and #3)" in error_of(write(tmp_path, text), CHECK_EVERY=4)
+
+
 def test_validate_refuses_what_reading_refuses(tmp_path):
     with pytest.raises(InputError, match="duplicate record ID 'a'"):
         validate_fasta(write(tmp_path, ">a\nAC\n>a\nGT\n"))

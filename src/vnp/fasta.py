@@ -407,11 +407,20 @@ class _SeenIds:
         self.rereadable = _rereadable(path)
         self.count = 0
         self.blocks: list[np.ndarray] = []
+        self.failed = False
 
     def add(self, ids: list[str]) -> None:
-        """Record the next IDs of the file; raise InputError if one was seen before."""
-        if not ids:
+        """Record the next IDs of the file; raise InputError if one was seen before (then add nothing more:
+        the IDs after the reported one must not replace it with a later duplicate)."""
+        if self.failed or not ids:
             return
+        try:
+            self._add(ids)
+        except InputError:
+            self.failed = True
+            raise
+
+    def _add(self, ids: list[str]) -> None:
         first_number = self.count + 1
         if len(set(ids)) < len(ids):  # a repeat within the batch: name the first
             batch: dict[str, int] = {}
