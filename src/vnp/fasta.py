@@ -53,9 +53,9 @@ def read_fasta(path, keep_case: bool = False) -> Iterator[tuple[str, str]]:
 
     `keep_case=True` keeps the letters as written (the original's chunk file does). Raises `InputError` on
     a missing, empty or non-FASTA file, a record without ID or sequence, a character that is not an IUPAC
-    nucleotide code, or a duplicate ID. Records before the problem have already been yielded; IDs are
-    checked CHECK_EVERY records at a time, so a duplicate is reported a little after its second copy
-    (always before the iteration ends). `validate_fasta` checks a whole file before anything is written.
+    nucleotide code, or a duplicate ID. Records before a malformed one have already been yielded; IDs are
+    checked CHECK_EVERY records at a time, so a duplicate is reported a little after its second copy is
+    read (always before the iteration ends). `validate_fasta` checks a whole file before anything is written.
     """
     for ids, sequences in read_fasta_batches(path, keep_case):
         yield from zip(ids, sequences, strict=True)
@@ -197,7 +197,7 @@ def _blocks(path, span: tuple[int, int] | None = None) -> Iterator[bytes]:
 def record_spans(path, pieces: int) -> list[tuple[int, int]] | None:
     """Split a plain FASTA file into about ``pieces`` byte spans that each begin with a record's '>'.
 
-    Spans start right after a newline followed by '>', exactly where ``_record_texts`` splits records,
+    Spans start right after a newline followed by '>', exactly where ``_record_runs`` splits records,
     so parsing the spans one after the other sees the same records as parsing the file. The first span
     starts at 0 (and keeps the check for a leading '>'). None for gzip input or a pipe, which cannot be split.
     """

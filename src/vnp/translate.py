@@ -90,8 +90,7 @@ def kept_frames_joined(joined: bytes, lengths: np.ndarray) -> KeptFrames:
     in_order = _has_stop(codons, np.concatenate([forward_starts, reverse_starts[::-1]]),
                          np.concatenate([lengths, lengths[::-1]]))
     has_stop = np.concatenate([in_order[: lengths.size], in_order[lengths.size :][::-1]], axis=1)
-    open_frames = (slots > 0) & ~has_stop
-    sources, frame_numbers = np.nonzero(open_frames)  # input order, then F1..R3
+    sources, frame_numbers = np.nonzero((slots > 0) & ~has_stop)  # open frames: input order, then F1..R3
     if not sources.size:
         return KeptFrames(sources, [], [], [])
     firsts, slots = firsts[sources, frame_numbers], slots[sources, frame_numbers]
