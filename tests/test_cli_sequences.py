@@ -40,6 +40,16 @@ def test_preprocess_reads_a_pipe_once_and_whole(tmp_path, gzipped):
         assert (tmp_path / f"stdin_{name}").read_bytes() == (source.parent / f"reads_{name}").read_bytes()
 
 
+def test_preprocess_imports_only_what_it_uses(tmp_path):
+    # A whole `vnp preprocess` of 100,000 reads takes ~0.5 s: the model side's imports (weight fetching:
+    # http, ssl, email; torch) or numpy.ma (np.unique imports it) would add a fifth.
+    code = ("import sys; from vnp import cli; "
+            f"code = cli.main(['preprocess', {str(GOLDEN / 'generated/reads.fa')!r}, '-o', {str(tmp_path)!r}]); "
+            "print(code, [m for m in ('torch', 'vnp.fetch', 'http.client', 'ssl', 'numpy.ma') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["0", "[]"], done.stdout + done.stderr
+
+
 def test_preprocess_refuses_a_dash_and_names_standard_input(tmp_path):
     done = vnp("preprocess", "-", "-o", tmp_path / "out")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "/dev/stdin" in done.stderr

@@ -4,8 +4,10 @@ import bz2
 import contextlib
 import gzip
 import io
+import itertools
 import lzma
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -171,6 +173,12 @@ def test_duplicate_found_at_a_check_boundary(tmp_path):
     assert "#2 and #8" in error_of(write(tmp_path, text), CHECK_EVERY=4)
 
 
+def test_the_first_duplicate_wins_when_a_block_holds_several_check_batches(tmp_path):
+    # One block brings records 1-6: the batch 1-4 holds the first duplicate ('a'), the rest another ('y').
+    text = "".join(f">{record_id}\nAC\n" for record_id in ["a", "b", "a", "c", "y", "y", "z"])
+    assert "'a' (records #1 and #3)" in error_of(write(tmp_path, text), CHECK_EVERY=4)
+
+
 def test_validate_refuses_what_reading_refuses(tmp_path):
     with pytest.raises(InputError, match="duplicate record ID 'a'"):
         validate_fasta(write(tmp_path, ">a\nAC\n>a\nGT\n"))
@@ -275,3 +283,66 @@ def test_a_long_record_is_held_about_twice(tmp_path):
     finally:
         tracemalloc.stop()
     assert len(sequence) == length and peak < 3 * length
+
+
+
+# --- the whole-block path for two-line records: the same records, and the same first problem -----------------
+
+TWO_LINE_CHANGES = {  # what a record's (header line, sequence line) become
+    "none": lambda header, sequence: (header, sequence),
+    "description": lambda header, sequence: (header + " some words", sequence),
+    "CRLF": lambda header, sequence: (header + "\r", sequence + "\r"),
+    "no ID": lambda header, sequence: (">", sequence),
+    "blank before ID": lambda header, sequence: ("> " + header[1:], sequence),
+    "non-ASCII ID": lambda header, sequence: (header + "é", sequence),
+    "unit separator": lambda header, sequence: (header + "\x1fx", sequence),
+    "NBSP": lambda header, sequence: (header + "\xa0x", sequence),
+    "stop": lambda header, sequence: (header, sequence[:3] + "*" + sequence[3:]),
+    "gt": lambda header, sequence: (header, sequence[:3] + ">" + sequence[3:]),
+    "blank": lambda header, sequence: (header, sequence[:3] + " " + sequence[3:]),
+    "empty": lambda header, sequence: (header, ""),
+    "duplicate": lambda header, sequence: (">r0", sequence),
+    "three sequence lines": lambda header, sequence: (header, sequence[:2], sequence[2:4], sequence[4:]),
+}
+
+
+def records_or_error(path):
+    try:
+        return list(read_fasta(path, keep_case=True))
+    except InputError as error:
+        return str(error)
+
+
+@pytest.mark.parametrize("change", sorted(TWO_LINE_CHANGES))
+def test_two_line_blocks_read_as_record_by_record(tmp_path, change):
+    """Whole blocks of two-line records are split and checked at once; whatever they hold, the records read
+    and the first problem named are those of the record-by-record reading."""
+    rng = random.Random(change)
+    for count, block_bytes in itertools.product([1, 2, 40], [5, 64, 1 << 20]):
+        for where in sorted({0, count // 2, count - 1}):
+            lines = []
+            for index in range(count):
+                record = f">r{index}", "".join(rng.choice("ACGTacgtN") for _ in range(rng.randint(5, 90)))
+                lines += TWO_LINE_CHANGES[change](*record) if index == where else record
+            path = write(tmp_path, "\n".join(lines) + "\n")
+            with mock.patch.object(vnp.fasta, "BLOCK_BYTES", block_bytes):
+                whole_blocks = records_or_error(path)
+                with mock.patch.object(vnp.fasta, "_two_line_records", lambda run, keep_case: None):
+                    assert whole_blocks == records_or_error(path), (count, where, block_bytes)
+
+
+def test_two_line_records_are_read_by_whole_blocks(tmp_path):
+    ids = [f"r{i}" for i in range(3000)]
+    path = write(tmp_path, "".join(f">{record_id}\nACGTN{i % 7 * 'a'}\n" for i, record_id in enumerate(ids)))
+    results, two_line_records = [], vnp.fasta._two_line_records
+
+    def recorded(run, keep_case):
+        results.append(two_line_records(run, keep_case))
+        return results[-1]
+
+    with mock.patch.multiple(vnp.fasta, BLOCK_BYTES=8192, _two_line_records=recorded):
+        batches = list(vnp.fasta.read_fasta_batches(path))
+    assert [record_id for batch_ids, _ in batches for record_id in batch_ids] == ids
+    sequences = [sequence for _, batch_sequences in batches for sequence in batch_sequences]
+    assert sequences[:8] == ["ACGTN" + i * "A" for i in range(7)] + ["ACGTN"]
+    assert len(results) > 2 and None not in results

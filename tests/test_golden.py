@@ -61,3 +61,26 @@ def test_prediction_results_are_written_as_the_original_writes_float32(tmp_path)
     ids, score1, score2 = read_prediction_results(reference)
     write_prediction_results(tmp_path / "p.txt", ids, score1.astype(np.float32), score2.astype(np.float32))
     assert (tmp_path / "p.txt").read_bytes() == reference.read_bytes()
+
+
+def test_two_line_records_read_by_whole_blocks_match_the_original(tmp_path):
+    """The common layout (header line, one sequence line) is read a block at a time, not record by record:
+    the golden reads rewritten that way give the original's three files, byte for byte."""
+    from unittest import mock
+
+    import vnp.fasta
+
+    source = GOLDEN / "generated/reads.fa"
+    two_line = tmp_path / "reads.fa"
+    two_line.write_text("".join(f">{r.id}\n{r.seq}\n" for r in SeqIO.parse(source, "fasta")))
+    results, two_line_records = [], vnp.fasta._two_line_records
+
+    def recorded(run, keep_case):
+        results.append(two_line_records(run, keep_case))
+        return results[-1]
+
+    with mock.patch.object(vnp.fasta, "_two_line_records", recorded):
+        preprocess_files(two_line, tmp_path / "out", 300)
+    assert results and None not in results
+    for output in output_names(source, 300):
+        assert (tmp_path / "out" / output).read_bytes() == (source.parent / output).read_bytes(), output

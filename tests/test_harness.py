@@ -355,7 +355,7 @@ def test_validation_catches_a_pipeline_that_consistently_drops_a_frame_kind(benc
     mutant = tmp_path / "mutant"
     shutil.copytree(REPO / "src" / "vnp", mutant / "vnp", ignore=shutil.ignore_patterns("__pycache__"))
     translate = mutant / "vnp" / "translate.py"
-    kept = "np.nonzero((residues > 0) & (stops == 0))"
+    kept = "np.nonzero((slots > 0) & ~has_stop)"
     assert kept in translate.read_text()
     translate.write_text(translate.read_text().replace(kept, kept[:-1] + " & (np.arange(6) != 5))"))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(mutant), os.environ.get("PYTHONPATH", "")]))

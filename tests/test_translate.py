@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.harness import original
-from vnp.translate import kept_frames, six_frames, six_frames_batch
+from vnp.translate import kept_frames, kept_frames_joined, six_frames, six_frames_batch
 
 IUPAC = "ACGTURYSWKMBDHVN"
 # Mostly ACGT so that frames stay open often enough, with IUPAC codes and lowercase mixed in.
@@ -77,3 +77,13 @@ def test_columnar_output_is_in_sequence_then_frame_order():
     assert frames.source.tolist() == [0, 0, 1, 1, 1, 1, 1, 2, 2]
     assert frames.suffixes == ["F1", "R1", "F2", "F3", "R1", "R2", "R3", "F1", "R1"]
     assert frames.proteins == ["P", "G", "NN", "II", "LLL", "YY", "II", "K", "F"]
+
+
+@settings(max_examples=200)
+@given(seqs=st.lists(st.text("ACGTNacgt", max_size=8), max_size=30))
+def test_many_short_neighbours_in_one_joined_string(seqs):
+    # Runs of codon slots that are empty or end where the next strand begins: the stop search's edge cases.
+    frames = kept_frames_joined("".join(seqs).encode(), np.array([len(s) for s in seqs], dtype=np.int64))
+    got = [(seqs[source], suffix, nucleotide, protein)
+           for source, suffix, nucleotide, protein in zip(frames.source.tolist(), *frames[1:], strict=True)]
+    assert got == [(seq, *frame) for seq in seqs for frame in expected(seq)]

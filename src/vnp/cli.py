@@ -97,20 +97,24 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parallel-from", type=int, metavar="N", help=argparse.SUPPRESS)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, the same top level with that one subcommand.
+
+    `main` builds only what it will run when that is `preprocess`: the other subcommands' options import
+    the weight fetching (http, ssl, email: ~25 ms), a fifth of the whole command on a small input.
+    """
     parser = argparse.ArgumentParser(prog="vnp", description="VirNucPro inference, fast and faithful.")
     parser.add_argument("--version", action="version", version=f"vnp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if only == "preprocess":
+        _add_preprocess_command(commands)
+        return parser
 
     predict = commands.add_parser("predict", help="classify reads as viral or not", epilog=PREDICT_EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter,
                                   description="Chunk, translate, embed (DNABERT-S + ESM-2), classify.")
     _add_predict_options(predict)
-
-    preprocess = commands.add_parser("preprocess", help="write the original's chunked and six-frame FASTA files")
-    preprocess.add_argument("input", help="input FASTA (plain or gzip)")
-    preprocess.add_argument("-o", "--output", required=True, metavar="OUTDIR")
-    preprocess.add_argument("-m", "--model-type", type=int, choices=MODEL_TYPES, default=500, help="chunk size")
+    _add_preprocess_command(commands)
 
     consensus = commands.add_parser("consensus", help="per-chunk calls from a per-frame prediction_results.txt")
     consensus.add_argument("predictions", help="prediction_results.txt")
@@ -142,9 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_preprocess_command(commands) -> None:
+    preprocess = commands.add_parser("preprocess", help="write the original's chunked and six-frame FASTA files")
+    preprocess.add_argument("input", help="input FASTA (plain or gzip)")
+    preprocess.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    preprocess.add_argument("-m", "--model-type", type=int, choices=MODEL_TYPES, default=500, help="chunk size")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(only="preprocess" if argv[:1] == ["preprocess"] else None).parse_args(argv)
     try:
         return _run(args, argv)
     except VnpError as error:

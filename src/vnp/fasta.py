@@ -1,10 +1,12 @@
 """Stream and validate FASTA input: plain or gzip, multi-line records, LF/CRLF/CR line ends, lowercase,
 descriptions; a file, or a pipe or FIFO read once.
 
-The file is read in large blocks and split at line-initial '>' with bytes operations, so a record costs a
-few C-level calls rather than a Python loop per line; time is linear in the input, and memory is a few
-blocks plus about twice the largest record. Every problem the original tool would have passed on silently
-(or crashed on) becomes an `InputError` naming the file, the record and the reason.
+The file is read in large blocks and split at line-initial '>' with bytes operations. A block's records
+in the common layout (a header line, then one sequence line) are split, checked and decoded together by a
+few C-level calls over the whole block; any other layout, or a problem, is read record by record, which
+also names the problem. Time is linear in the input, and memory is a few blocks plus about twice the
+largest record. Every problem the original tool would have passed on silently (or crashed on) becomes an
+`InputError` naming the file, the record and the reason.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ CHECK_EVERY = 1024  # records per duplicate-ID check: amortises the numpy calls
 COMPRESSION_MAGIC = {"gzip": b"\x1f\x8b", "bzip2": b"BZh", "xz": b"\xfd7zXZ\x00", "zstd": b"\x28\xb5\x2f\xfd",
                      "zip": b"PK\x03\x04"}
 IUPAC_NUCLEOTIDES = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn"
+IUPAC_LINES = IUPAC_NUCLEOTIDES + b"\n"
 BLANK = b" \t\n\r\x0b\x0c"  # what bytes.split() cuts at: dropped from sequence lines
+ID_CUTS = b" \t\r\x0b\x0c\x1c\x1d\x1e\x1f"  # the ASCII characters but LF that str.split() cuts IDs at
 
 
 @dataclass
@@ -49,19 +53,25 @@ def read_fasta(path, keep_case: bool = False) -> Iterator[tuple[str, str]]:
 
     `keep_case=True` keeps the letters as written (the original's chunk file does). Raises `InputError` on
     a missing, empty or non-FASTA file, a record without ID or sequence, a character that is not an IUPAC
-    nucleotide code, or a duplicate ID. Records before the problem have already been yielded; IDs are
-    checked CHECK_EVERY records at a time, so a duplicate is reported a little after its second copy
-    (always before the iteration ends). `validate_fasta` checks a whole file before anything is written.
+    nucleotide code, or a duplicate ID. Records before a malformed one have already been yielded; IDs are
+    checked CHECK_EVERY records at a time, so a duplicate is reported a little after its second copy is
+    read (always before the iteration ends). `validate_fasta` checks a whole file before anything is written.
     """
+    for ids, sequences in read_fasta_batches(path, keep_case):
+        yield from zip(ids, sequences, strict=True)
+
+
+def read_fasta_batches(path, keep_case: bool = False) -> Iterator[tuple[list[str], list[str]]]:
+    """`read_fasta` a block at a time: (IDs, sequences) of the records each block of the file completes."""
     seen = _SeenIds(path)
     pending: list[str] = []
     try:
-        for record_id, sequence in _parse(path):
-            pending.append(record_id)
-            if len(pending) == CHECK_EVERY:
-                checked, pending = pending, []
+        for ids, sequences in _parse_batches(path, keep_case=keep_case):
+            pending += ids
+            while len(pending) >= CHECK_EVERY:
+                checked, pending = pending[:CHECK_EVERY], pending[CHECK_EVERY:]
                 seen.add(checked)
-            yield record_id, (sequence if keep_case else sequence.upper())
+            yield ids, sequences
     except InputError:
         seen.add(pending)  # a duplicate earlier in the file is the first problem, so it wins
         raise
@@ -187,7 +197,7 @@ def _blocks(path, span: tuple[int, int] | None = None) -> Iterator[bytes]:
 def record_spans(path, pieces: int) -> list[tuple[int, int]] | None:
     """Split a plain FASTA file into about ``pieces`` byte spans that each begin with a record's '>'.
 
-    Spans start right after a newline followed by '>', exactly where ``_record_texts`` splits records,
+    Spans start right after a newline followed by '>', exactly where ``_record_runs`` splits records,
     so parsing the spans one after the other sees the same records as parsing the file. The first span
     starts at 0 (and keeps the check for a leading '>'). None for gzip input or a pipe, which cannot be split.
     """
@@ -209,12 +219,13 @@ def record_spans(path, pieces: int) -> list[tuple[int, int]] | None:
             if found < 0:
                 break
             starts.append(offset + found + 1)
-        return [(a, b) for a, b in zip(starts, starts[1:] + [size]) if b > a]
+        return [(a, b) for a, b in zip(starts, starts[1:] + [size], strict=True) if b > a]
 
 
-def _record_texts(path, span: tuple[int, int] | None = None) -> Iterator[bytes | list[bytes]]:
-    """Each record's text after its '>' (header line, line end, sequence lines): bytes if it came in one
-    block, else the list of pieces it was read in.
+def _record_runs(path, span: tuple[int, int] | None = None) -> Iterator[bytes | list[bytes]]:
+    """The records' text after their '>' (header line, line end, sequence lines), in file order: bytes
+    holding one or more whole records (cut them at line-initial '>'), or the list of pieces of one record
+    that was read in several blocks.
 
     A record starts at a '>' opening a line; a line ends at LF, CRLF or a lone CR (old Mac files), as in
     the original's text-mode reading. Every byte is looked at a bounded number of times, whatever the
@@ -234,17 +245,25 @@ def _record_texts(path, span: tuple[int, int] | None = None) -> Iterator[bytes |
     pieces: list[bytes] = []  # the record being read, possibly spread over several blocks
     line_ended = False  # the text so far ends with a line end: a '>' opening the next block starts a record
     for block in itertools.chain([head[1:]], blocks):
-        starts_record = line_ended and block.startswith(b">")
+        first = 0 if line_ended and block.startswith(b">") else _first_record_start(block)
         line_ended = block.endswith((b"\n", b"\r"))
-        if not starts_record and b"\n>" not in block and b"\r>" not in block:
+        if first < 0:
             pieces.append(block)
             continue
-        texts = [b"", *_split_records(block[1:])] if starts_record else _split_records(block)
-        pieces.append(texts[0])
+        pieces.append(block[: max(first - 1, 0)])  # the record being read ends at the line end before '>'
         yield pieces[0] if len(pieces) == 1 else pieces
-        yield from texts[1:-1]
-        pieces = [texts[-1]]
+        last = max(block.rfind(b"\n>"), block.rfind(b"\r>") if b"\r" in block else -1) + 1
+        if last > first:
+            yield block[first + 1 : last - 1]  # the block's whole records
+        pieces = [block[max(first, last) + 1 :]]
     yield pieces[0] if len(pieces) == 1 else pieces
+
+
+def _first_record_start(block: bytes) -> int:
+    """Index of the first '>' that opens a line after the block's first byte, or -1."""
+    line_ends = (b"\n>", b"\r>") if b"\r" in block else (b"\n>",)
+    starts = [index + 1 for index in map(block.find, line_ends) if index >= 0]
+    return min(starts, default=-1)
 
 
 def _split_records(text: bytes) -> list[bytes]:
@@ -275,31 +294,86 @@ def _header_and_sequence(pieces: list[bytes]) -> tuple[bytes, bytes]:
 
 def _parse(path, span: tuple[int, int] | None = None) -> Iterator[tuple[str, str]]:
     """(ID, sequence as written) for every record (of ``span`` if given), checked; no duplicate detection."""
-    for number, text in enumerate(_record_texts(path, span), start=1):
-        if isinstance(text, list):
-            header, sequence = _header_and_sequence(text)
-        else:  # the common case, inline: a record read in one block
-            header, _, body = text.partition(b"\n")
-            if b"\r" in header:  # the header ends at CRLF or a lone CR
-                header, _, rest = header.partition(b"\r")
-                body = rest + body
-            sequence = b"".join(body.split())  # drops line ends and blank space, as the original
-        # The ID is the first word as Python's str.split() cuts it (NBSP, U+2028, \x1c-\x1f ... included),
-        # as the original (Biopython on text) does; bytes.split() would cut at ASCII blank space only.
-        try:
-            words = header.decode().split(None, 1)
-        except UnicodeDecodeError:  # only the ID must be text (the original would read no such file at all)
-            words = header.decode("utf-8", errors="surrogateescape").split(None, 1)
-            if not _is_utf8(words[0]):
-                raise InputError(f"{path}: record #{number} has an ID that is not UTF-8 text") from None
-        if not words:
-            raise InputError(f"{path}: record #{number} has no ID (empty header line)")
-        record_id = words[0]
-        if not sequence:
-            raise InputError(f"{path}: record '{record_id}' (#{number}) has an empty sequence")
-        if sequence.translate(None, IUPAC_NUCLEOTIDES):
-            _refuse_character(path, record_id, number, sequence)
-        yield record_id, sequence.decode("ascii")
+    for ids, sequences in _parse_batches(path, span):
+        yield from zip(ids, sequences, strict=True)
+
+
+def _parse_batches(path, span: tuple[int, int] | None = None,
+                   keep_case: bool = True) -> Iterator[tuple[list[str], list[str]]]:
+    """``_parse`` a run of records at a time, as (IDs, sequences); upper-cased unless ``keep_case``.
+
+    On a problem, the records before it are yielded first, then the `InputError` naming it is raised.
+    """
+    count = 0  # records before the run
+    for run in _record_runs(path, span):
+        batch = _two_line_records(run, keep_case) if isinstance(run, bytes) else None
+        if batch is None:
+            ids, sequences = [], []
+            try:
+                texts = _split_records(run) if isinstance(run, bytes) else [run]
+                for number, text in enumerate(texts, start=count + 1):
+                    record_id, sequence = _record(path, number, text)
+                    ids.append(record_id)
+                    sequences.append((sequence if keep_case else sequence.upper()).decode("ascii"))
+            except InputError:
+                if ids:
+                    yield ids, sequences
+                raise
+            batch = ids, sequences
+        count += len(batch[0])
+        yield batch
+
+
+def _two_line_records(run: bytes, keep_case: bool) -> tuple[list[str], list[str]] | None:
+    """(IDs, sequences) of a run of records that each have a header line with only an ASCII ID and one
+    sequence line, found and checked by a few calls over the whole run; None for any other run (the
+    caller reads those record by record, which also names any problem)."""
+    lines = run.split(b"\n")  # a CR (CRLF, or a lone CR ending a line) fails the checks below
+    if not lines[-1]:  # the file's last line end
+        lines.pop()
+    count = len(lines) // 2
+    if not count or len(lines) != 2 * count:
+        return None
+    sequence_lines = lines[1::2]
+    sequences = b"\n".join(sequence_lines)
+    if b"" in sequence_lines or sequences.translate(None, IUPAC_LINES):
+        return None  # an empty sequence, or a character to refuse (or a '>': a header in a sequence's place)
+    headers = b"\n".join(lines[0::2])  # the first without its '>'
+    # With no '>' opening a sequence line, count - 1 of them opening lines 2, 4, ... means the lines pair up.
+    if headers.count(b"\n>") != count - 1 or not headers.isascii() or headers.translate(None, ID_CUTS) != headers:
+        return None  # a description, or blank space in the header: its ID is cut record by record
+    ids = headers.decode("ascii").split("\n>")
+    if "" in ids:
+        return None  # a header without ID
+    return ids, (sequences if keep_case else sequences.upper()).decode("ascii").split("\n")
+
+
+def _record(path, number: int, text: bytes | list[bytes]) -> tuple[str, bytes]:
+    """(ID, sequence as written) of one record's text, or the `InputError` that says what is wrong with it."""
+    if isinstance(text, list):
+        header, sequence = _header_and_sequence(text)
+    else:  # the common case, inline: a record read in one block
+        header, _, body = text.partition(b"\n")
+        if b"\r" in header:  # the header ends at CRLF or a lone CR
+            header, _, rest = header.partition(b"\r")
+            body = rest + body
+        sequence = b"".join(body.split())  # drops line ends and blank space, as the original
+    # The ID is the first word as Python's str.split() cuts it (NBSP, U+2028, \x1c-\x1f ... included),
+    # as the original (Biopython on text) does; bytes.split() would cut at ASCII blank space only.
+    try:
+        words = header.decode().split(None, 1)
+    except UnicodeDecodeError:  # only the ID must be text (the original would read no such file at all)
+        words = header.decode("utf-8", errors="surrogateescape").split(None, 1)
+        if not _is_utf8(words[0]):
+            raise InputError(f"{path}: record #{number} has an ID that is not UTF-8 text") from None
+    if not words:
+        raise InputError(f"{path}: record #{number} has no ID (empty header line)")
+    record_id = words[0]
+    if not sequence:
+        raise InputError(f"{path}: record '{record_id}' (#{number}) has an empty sequence")
+    if sequence.translate(None, IUPAC_NUCLEOTIDES):
+        _refuse_character(path, record_id, number, sequence)
+    return record_id, sequence
 
 
 def _is_utf8(text: str) -> bool:
@@ -333,24 +407,35 @@ class _SeenIds:
         self.rereadable = _rereadable(path)
         self.count = 0
         self.blocks: list[np.ndarray] = []
+        self.failed = False
 
     def add(self, ids: list[str]) -> None:
-        """Record the next IDs of the file; raise InputError if one was seen before."""
-        if not ids:
+        """Record the next IDs of the file; raise InputError if one was seen before (then add nothing more:
+        the IDs after the reported one must not replace it with a later duplicate)."""
+        if self.failed or not ids:
             return
+        try:
+            self._add(ids)
+        except InputError:
+            self.failed = True
+            raise
+
+    def _add(self, ids: list[str]) -> None:
         first_number = self.count + 1
-        batch: dict[str, int] = {}
-        for number, record_id in enumerate(ids, start=first_number):
-            if record_id in batch:
-                self._duplicate(record_id, batch[record_id], number)
-            batch[record_id] = number
+        if len(set(ids)) < len(ids):  # a repeat within the batch: name the first
+            batch: dict[str, int] = {}
+            for number, record_id in enumerate(ids, start=first_number):
+                if record_id in batch:
+                    self._duplicate(record_id, batch[record_id], number)
+                batch[record_id] = number
         hashes = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
-        for index in np.flatnonzero(self._contains(hashes)):
-            earlier = self._find_earlier(ids[index], hashes[index])
-            if earlier is not None:
-                self._duplicate(ids[index], earlier, first_number + index)
-        hashes.sort()
-        self._insert(hashes)
+        sorted_hashes = np.sort(hashes)  # sorted keys make the binary searches cheap
+        if self._contains(sorted_hashes).any():  # in file order, each confirmed by re-reading
+            for index in np.flatnonzero(self._contains(hashes)):
+                earlier = self._find_earlier(ids[index], hashes[index])
+                if earlier is not None:
+                    self._duplicate(ids[index], earlier, first_number + index)
+        self._insert(sorted_hashes)
         self.count += len(ids)
 
     def _contains(self, hashes: np.ndarray) -> np.ndarray:
@@ -364,7 +449,7 @@ class _SeenIds:
         self.blocks.append(sorted_hashes)
         while len(self.blocks) > 1 and self.blocks[-2].size <= 2 * self.blocks[-1].size:
             merged = np.concatenate([self.blocks.pop(), self.blocks.pop()])
-            merged.sort()  # in place: the only copy made is `merged` itself
+            merged.sort(kind="stable")  # in place; timsort merges the two sorted runs in linear time
             self.blocks.append(merged)
 
     def _find_earlier(self, record_id: str, record_hash) -> int | None:

@@ -17,17 +17,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from vnp.atomic import atomic_write, fsync_directory
 from vnp.chunking import iter_chunks
 from vnp.errors import OutputDirError
-from vnp.fasta import Composition, read_fasta
+from vnp.fasta import Composition, read_fasta_batches
 from vnp.translate import kept_frames
 
 __all__ = ["Composition", "FrameBatch", "chunk_and_translate", "iter_frame_batches", "output_names", "preprocess_files"]
 
 FASTA_LINE_WIDTH = 60  # Biopython's FASTA writer, which the original's chunk file comes from
+BATCH_CHUNKS = 1024  # chunks translated at once by `vnp preprocess`: the arrays stay in the CPU caches
 
 
 @dataclass
@@ -51,20 +50,52 @@ def chunk_and_translate(
     The in-memory kernel under `iter_frame_batches` and `preprocess_files`; counts into `composition`.
     A batch may end inside a long record: translation memory stays bounded by the batch, not the record.
     """
+    for ids, sequences, frames in _translated_batches(_columns(records), chunk_size, composition, batch_reads):
+        yield list(zip(ids, sequences, strict=True)), frames
+
+
+def _columns(records: Iterable[tuple[str, str]], size: int = 1024) -> Iterator[tuple[list[str], list[str]]]:
+    """(IDs, sequences) of ``size`` records at a time, as `read_fasta_batches` gives them."""
+    records = iter(records)
+    while batch := list(itertools.islice(records, size)):
+        yield [record_id for record_id, _ in batch], [sequence for _, sequence in batch]
+
+
+def _translated_batches(
+    record_batches: Iterable[tuple[list[str], list[str]]], chunk_size: int, composition: Composition | None,
+    batch_reads: int,
+) -> Iterator[tuple[list[str], list[str], FrameBatch]]:
+    """(chunk IDs, chunk sequences, their kept frames) per batch of batch_reads chunks, from batches of records."""
     composition = composition if composition is not None else Composition()
-    chunks = _chunks(records, chunk_size, composition)
-    while batch := list(itertools.islice(chunks, batch_reads)):
-        yield batch, _translate(batch, composition)
+    for ids, sequences in _chunk_batches(record_batches, chunk_size, composition, batch_reads):
+        yield ids, sequences, _translate(ids, sequences, composition)
 
 
-def _chunks(records: Iterable[tuple[str, str]], chunk_size: int, composition: Composition):
-    for record_id, sequence in records:
-        composition.reads += 1
-        composition.bases += len(sequence)
-        if 0 < len(sequence) <= chunk_size:  # short reads: the common case, without the general machinery
-            yield f"{record_id}_chunk_1", sequence
+def _chunk_batches(record_batches: Iterable[tuple[list[str], list[str]]], chunk_size: int, composition: Composition,
+                   batch_reads: int) -> Iterator[tuple[list[str], list[str]]]:
+    """(chunk IDs, chunk sequences), batch_reads chunks at a time (the last batch fewer)."""
+    ids: list[str] = []
+    sequences: list[str] = []
+    for record_ids, record_sequences in record_batches:
+        lengths = list(map(len, record_sequences))
+        composition.reads += len(lengths)
+        composition.bases += sum(lengths)
+        if lengths and min(lengths) > 0 and max(lengths) <= chunk_size:  # short reads (the common case): one chunk
+            ids += [f"{record_id}_chunk_1" for record_id in record_ids]
+            sequences += record_sequences
         else:
-            yield from iter_chunks(record_id, sequence, chunk_size)
+            for record_id, sequence in zip(record_ids, record_sequences, strict=True):
+                for chunk_id, chunk in iter_chunks(record_id, sequence, chunk_size):
+                    ids.append(chunk_id)
+                    sequences.append(chunk)
+                    if len(ids) == batch_reads:  # a long record's chunks are never all held at once
+                        yield ids, sequences
+                        ids, sequences = [], []
+        while len(ids) >= batch_reads:
+            yield ids[:batch_reads], sequences[:batch_reads]
+            del ids[:batch_reads], sequences[:batch_reads]
+    if ids:
+        yield ids, sequences
 
 
 def iter_frame_batches(
@@ -74,7 +105,8 @@ def iter_frame_batches(
 
     Updates `composition` in place if given. Raises `InputError` on bad input (see `vnp.fasta.read_fasta`).
     """
-    for _, frames in chunk_and_translate(read_fasta(path, keep_case=True), chunk_size, composition, batch_reads):
+    batches = read_fasta_batches(path, keep_case=True)
+    for _, _, frames in _translated_batches(batches, chunk_size, composition, batch_reads):
         yield frames
 
 
@@ -118,28 +150,35 @@ def _write_outputs(path, chunk_size: int, targets: list[Path], composition: Comp
     with contextlib.ExitStack() as files:
         chunked, nucleotide, protein = (files.enter_context(atomic_write(target, encoding="utf-8"))
                                         for target in targets)
-        records = read_fasta(path, keep_case=True)  # the chunk file keeps the letters as written
-        for chunks, frames in chunk_and_translate(records, chunk_size, composition):
-            chunked.write(_wrapped_records(chunks))
-            nucleotide.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.nucleotides)))
-            protein.write("".join(f">{i}\n{s}\n" for i, s in zip(frames.ids, frames.proteins)))
+        records = read_fasta_batches(path, keep_case=True)  # the chunk file keeps the letters as written
+        for ids, sequences, frames in _translated_batches(records, chunk_size, composition, BATCH_CHUNKS):
+            chunked.write(_wrapped_records(ids, sequences))
+            nucleotide.write(_fasta_text(frames.ids, frames.nucleotides))
+            protein.write(_fasta_text(frames.ids, frames.proteins))
 
 
-def _translate(chunks: list[tuple[str, str]], composition: Composition) -> FrameBatch:
-    frames = kept_frames([seq for _, seq in chunks])
-    ids = [chunks[source][0] + suffix for source, suffix in zip(frames.source.tolist(), frames.suffixes)]
-    composition.chunks += len(chunks)
-    composition.chunks_with_frame += np.unique(frames.source).size
+def _translate(chunk_ids: list[str], sequences: list[str], composition: Composition) -> FrameBatch:
+    frames = kept_frames(sequences)
+    ids = list(map(operator.add, map(chunk_ids.__getitem__, frames.source.tolist()), frames.suffixes))
+    composition.chunks += len(chunk_ids)
+    composition.chunks_with_frame += len(set(frames.source.tolist()))
     composition.frames += len(ids)
     return FrameBatch(ids, frames.nucleotides, frames.proteins)
 
 
-def _wrapped_records(records: list[tuple[str, str]]) -> str:
-    """FASTA text of (ID, sequence) records, FASTA_LINE_WIDTH letters a line, as Biopython writes it."""
+def _fasta_text(ids: list[str], sequences: list[str]) -> str:
+    """">ID\nSEQUENCE\n" for every record, joined; the pieces are interleaved in C (zip, chain), not formatted
+    one record at a time in Python."""
+    lines = zip(itertools.repeat(">"), ids, itertools.repeat("\n"), sequences, itertools.repeat("\n"), strict=False)
+    return "".join(itertools.chain.from_iterable(lines))
+
+
+def _wrapped_records(ids: list[str], sequences: list[str]) -> str:
+    """FASTA text of records, FASTA_LINE_WIDTH letters a line, as Biopython writes it."""
     width = FASTA_LINE_WIDTH
     return "".join([f">{record_id}\n{seq}\n" if len(seq) <= width else
                     f">{record_id}\n" + "\n".join(_line_cutter(-(-len(seq) // width))(seq)) + "\n"
-                    for record_id, seq in records])
+                    for record_id, seq in zip(ids, sequences, strict=True)])
 
 
 @functools.lru_cache(maxsize=None)
