@@ -15,7 +15,7 @@ import numpy as np
 from analysis.costmodel import stage_kind
 from analysis.record import Record
 
-VARIANTS = ("baseline", "sdpa", "bf16", "packing", "persistent", "all")
+VARIANTS = ("baseline", "sdpa", "bf16", "packing", "persistent", "all", "compiled", "fp8")
 TIMELINE_POINTS = 2000  # per GPU, in the report's JSON and plot
 
 
