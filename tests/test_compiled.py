@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from test_predict import ORFS, cache_dir, predict  # noqa: F401 (cache_dir is a fixture)
@@ -78,3 +79,17 @@ def test_a_compiler_failure_is_one_line_naming_compile(monkeypatch):
     with pytest.raises(VnpError, match=r"^--compile: torch.compile failed \(RuntimeError: InductorError: "
                                        r"CalledProcessError: gcc not found\); run without --compile$"):
         model.embed_packed(*packed_batch(LENGTHS, 30))
+
+
+@needs_compiler
+def test_embed_with_compile_gives_the_eager_embeddings(tmp_path, cache_dir):  # noqa: F811
+    from safetensors.numpy import load_file
+    from test_predict import vnp
+
+    fasta = tmp_path / "in.fa"
+    fasta.write_text("".join(f">p{i}\n{'MKTAYIAKQRGAVLIMFWPS'[: 5 + i]}\n" for i in range(12)))
+    outs = [tmp_path / "eager.safetensors", tmp_path / "compiled.safetensors"]
+    for out, extra in zip(outs, ([], ["--compile"])):
+        vnp("embed", "esm2", fasta, "-o", out, "--model-size", "tiny", "--cpu", *extra, cache_dir=cache_dir)
+    eager, compiled = (load_file(out)["embeddings"] for out in outs)
+    np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-5)
