@@ -62,6 +62,7 @@ def history_section(groups: Sequence[Mapping], asv: Mapping[str, Mapping], machi
                 "low_hours": {str(g): row["low_hours"] for g, row in by_gpus.items()},
                 "high_hours": {str(g): row["high_hours"] for g, row in by_gpus.items()},
                 "fewest_gpus_meeting_target": group["projection"]["fewest_gpus_meeting_target"],
+                "fitted_on": group.get("fitted_roles") or [],
                 "asv_tracked": tracked,
             }
         )

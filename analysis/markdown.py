@@ -124,7 +124,7 @@ def measured_sample_markdown(rows: Sequence[Mapping]) -> str:
 def history_markdown(history: Mapping, gpu_counts: Sequence[int]) -> str:
     if not history["rows"]:
         return "No projections to compare across commits."
-    header = ["commit", "date"] + [f"hours on {gpus_label(g)}" for g in gpu_counts] + ["fewest GPUs"]
+    header = ["commit", "date"] + [f"hours on {gpus_label(g)}" for g in gpu_counts] + ["fewest GPUs", "fitted on"]
     body = []
     for row in history["rows"]:
         date = row["date"]
@@ -132,7 +132,7 @@ def history_markdown(history: Mapping, gpu_counts: Sequence[int]) -> str:
         body.append(
             [f"`{row['commit']}`", str(day)]
             + [fmt_hours(row["hours"].get(str(g))) for g in gpu_counts]
-            + [row["fewest_gpus_meeting_target"] or "none"]
+            + [row["fewest_gpus_meeting_target"] or "none", ", ".join(row.get("fitted_on") or []) or "n/a"]
         )
     return markdown_table(header, body)
 
@@ -293,9 +293,10 @@ def _variants(report: Mapping, image: _Images) -> list[str]:
     return _section(
         "Optimisations (variants)",
         variants,
-        ["variant", "runs", "wall s", "speed-up", "peak GPU memory", "memory vs baseline"],
+        ["variant", "ESM-2 ran in", "runs", "wall s", "speed-up", "peak GPU memory", "memory vs baseline"],
         lambda r: [
             f"`{r['variant']}`",
+            r["precision_used"],
             r["runs"],
             fmt_seconds(r["wall_seconds"]),
             fmt_ratio(r["speedup"]),

@@ -351,6 +351,9 @@ def projection_document(query: Query) -> dict:
             - {r.role for r in every_run if (r.machine, r.commit, r.chunk_size) ==
                (group["machine"], group["commit"], group["chunk_size"])}
         )
+        # which datasets the projection was fitted on: a commit measured on `typical` alone projects worse
+        group["fitted_roles"] = sorted({r.role for r in every_run if (r.machine, r.commit, r.chunk_size, r.variant) ==
+                                        (group["machine"], group["commit"], group["chunk_size"], query.variant)})
         # asv's date of the commit (ms); a commit measured only outside asv: the time of its first run
         asv_date = (dates.get(group["machine"], {}).get(group["commit"]) or {}).get("date")
         group["date"] = asv_date or int(group["started_at"] * 1000)

@@ -168,6 +168,12 @@ class Record:
         return self.run.get("config") or {}
 
     @property
+    def precision_used(self) -> str | None:
+        """What ESM-2 ran in: run.json's ``precision_used`` (an fp8 request may have fallen back to bf16), else
+        the configured precision (records from before fp8 existed)."""
+        return self.run.get("precision_used") or self.config.get("precision")
+
+    @property
     def group(self) -> tuple:
         """Runs one cost model may be fitted on: same machine, commit, target, scale, variant and chunk size."""
         return (self.machine, self.commit, self.target, self.scale, self.variant, self.chunk_size or 0)

@@ -215,6 +215,7 @@ def variants_section(records: Sequence[Record]) -> dict:
         rows.append(
             {
                 "variant": variant,
+                "precision_used": "/".join(sorted({str(r.precision_used) for r in group})),
                 "runs": len(group),
                 "wall_seconds": wall,
                 "speedup": base_wall / wall if base_wall and wall else None,

@@ -303,6 +303,7 @@ def test_report_scaling_history_and_bottleneck_follow_the_numbers(rendered):
     assert [r["commit"] for r in history] == ["cccc2222", "aaaa1111"]
     gpus = str(report["history"]["gpus"])
     assert history[1]["hours"][gpus] == pytest.approx(1.2 * history[0]["hours"][gpus], rel=1e-6)
+    assert all(r["fitted_on"] == ["large", "typical"] for r in history)  # what each commit's projection rests on
     assert history[1]["asv_tracked"] == {
         "end_to_end.EndToEnd.track_projected_hours(1)": 6.0,
         "end_to_end.EndToEnd.track_projected_hours(4)": 2.0,
@@ -341,3 +342,19 @@ def test_formatting_helpers():
     assert R.fmt_count(6_000_000) == "6 M" and R.fmt_count(13_800) == "13.8 k" and R.fmt_count(300) == "300"
     assert R.fmt_bytes(8 * GIB) == "8.00 GiB" and R.fmt_bytes(None) == "n/a"
     assert R.markdown_table(["a", "b"], [[1, 2]]).splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def test_the_variants_table_says_what_esm2_ran_in_not_what_was_asked():
+    """An fp8 run whose fidelity check failed ran in bf16: the row must not read as an fp8 measurement."""
+    from analysis.record import Record
+    from analysis.sections import variants_section
+
+    documents = {v: synthetic_record("typical", 1000, 1, 0, f, variant=v, suite="variants")
+                 for v, f in (("baseline", 5.0), ("all", 1.0), ("fp8", 0.9))}
+    documents["fp8"]["run"]["config"]["precision"] = "fp8"
+    documents["fp8"]["run"]["precision_used"] = "bf16"
+    rows = {r["variant"]: r for r in variants_section([Record.from_json(d) for d in documents.values()])["rows"]}
+    assert rows["fp8"]["precision_used"] == "bf16" and rows["all"]["precision_used"] == "bf16"
+    documents["fp8"]["run"]["precision_used"] = "fp8"
+    rows = {r["variant"]: r for r in variants_section([Record.from_json(d) for d in documents.values()])["rows"]}
+    assert rows["fp8"]["precision_used"] == "fp8"
