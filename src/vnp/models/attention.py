@@ -249,7 +249,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PackedL
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if not isinstance(layout, PaddedLayout):
-        return _packed_attention(q, k, v, layout, backend, scale, slopes, q.new_empty(q.shape) if out is None else out)
+        return _packed_attention(q, k, v, layout, backend, scale, slopes, out)
     heads, head_dim = q.shape[-2:]
     qb, kb, vb = (t.view(layout.batch, layout.width, heads, head_dim).transpose(1, 2) for t in (q, k, v))
     bias = alibi_bias(slopes, layout.width, q.dtype, q.device) if slopes else None
@@ -261,19 +261,21 @@ def _kernel(backend: str):
     return _math if backend == "math" else _sdpa
 
 
-def _packed_attention(q, k, v, layout: PackedLayout, backend: str, scale: float, slopes, out: torch.Tensor):
+def _packed_attention(q, k, v, layout: PackedLayout, backend: str, scale: float, slopes, out):
     kernel = _kernel(backend)
     heads, head_dim = q.shape[-2:]
+    whole = None  # kernels that return the whole result: copied into ``out`` only when one is given
     if backend == "varlen" and slopes is None:
         reason = _varlen_unusable(q)
         if reason is None:
-            out.copy_(_varlen(q, k, v, layout, scale))
-            return out
-        warnings.warn(f"attention 'varlen' unavailable ({reason}); using 'sdpa'", RuntimeWarning, stacklevel=3)
-
-    if len(layout.groups) > MAX_LENGTH_GROUPS:
-        out.copy_(_attention_padded(q, k, v, layout, kernel, scale, slopes))
-        return out
+            whole = _varlen(q, k, v, layout, scale)
+        else:
+            warnings.warn(f"attention 'varlen' unavailable ({reason}); using 'sdpa'", RuntimeWarning, stacklevel=3)
+    if whole is None and len(layout.groups) > MAX_LENGTH_GROUPS:
+        whole = _attention_padded(q, k, v, layout, kernel, scale, slopes)
+    if whole is not None:
+        return whole if out is None else out.copy_(whole)
+    out = q.new_empty(q.shape) if out is None else out
     for group in layout.groups:
         qg, kg, vg = (t[group.tokens].view(group.count, group.length, heads, head_dim).transpose(1, 2)
                       for t in (q, k, v))
