@@ -95,7 +95,7 @@ def test_a_run_checks_fp8_also_when_its_models_were_loaded_before_it(monkeypatch
     worker.load_models()  # the loader thread's work
     summary = worker.run(part_size=5, run_id=parts.open_run(workdir, resume=False))
     assert summary["calibration"] is not None and summary["precision_used"] == used
-    assert summary["calibration"]["frames"] == 5  # the first part's frames
+    assert summary["calibration"]["frames"] == len(PROTEINS)  # the whole shard, not only the first part
     if persistent:
         assert fp8_linears(worker) == (12 if used == "fp8" else 0)
 
@@ -158,3 +158,12 @@ def test_fp8_linears_swap_in_place_and_keep_what_is_asked():
     assert len(swapped) == 2 * 5  # layers 0 and 2, five linears each
     assert isinstance(model.layers[0].fc1, Fp8Linear) and not isinstance(model.layers[0].fc2, Fp8Linear)
     assert not isinstance(model.layers[1].fc1, Fp8Linear)
+
+
+def test_the_calibration_sample_spreads_over_the_length_sorted_shard():
+    shard = np.arange(10_000)[::-1]  # as the worker holds it: longest first
+    sample = fidelity.calibration_sample(shard)
+    assert len(sample) == fidelity.CALIBRATION_FRAMES and len(set(sample)) == len(sample)
+    assert sample[0] == shard[0] and sample[-1] == shard[-1]  # from the longest to the shortest
+    small = np.arange(7)
+    assert fidelity.calibration_sample(small) is small

@@ -56,7 +56,7 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
                             "reloaded per part, one GPU); all: every optimisation on")
     speed.add_argument("--precision", choices=PRECISIONS,
                        help="auto (default): bf16 on Ampere and newer, fp16 on older GPUs, fp32 on the CPU; "
-                            "fp8: ESM-2's linears in fp8 (Ada/Hopper) if a check on the run's first 2,048 "
+                            "fp8: ESM-2's linears in fp8 (Ada/Hopper) if a check on 2,048 of the run's "
                             "frames against bf16 passes, else bf16 (run.json says which)")
     speed.add_argument("--compile", action="store_true",
                        help="compile the models' layers for fixed token counts (torch.compile; the first "

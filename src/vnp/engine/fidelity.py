@@ -1,7 +1,7 @@
 """The check that decides whether a run may use fp8: the run's own frames, embedded both ways, compared.
 
-A worker asked for ``--precision fp8`` embeds a calibration sample (the first ``CALIBRATION_FRAMES``
-frames of its first part) with ESM-2 in bf16 (eager, the reference) and in fp8, classifies both with the
+A worker asked for ``--precision fp8`` embeds a calibration sample (``CALIBRATION_FRAMES`` frames spread
+evenly over its shard) with ESM-2 in bf16 (eager, the reference) and in fp8, classifies both with the
 same DNABERT-S embeddings, and keeps fp8 only if the pooled embeddings and the calls agree within
 ``Bars`` (the bars the VirNucPro fork used to accept fp16); otherwise it runs in bf16 and says so.
 """
@@ -13,6 +13,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 CALIBRATION_FRAMES = 2048
+
+
+def calibration_sample(rows: np.ndarray) -> np.ndarray:
+    """At most CALIBRATION_FRAMES of ``rows``, evenly spread: a shard is sorted by length, so its first frames
+    would be its longest, not its typical ones; and a --resume checks the same frames again."""
+    if len(rows) <= CALIBRATION_FRAMES:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, CALIBRATION_FRAMES).round().astype(np.int64)]
 
 
 @dataclass(frozen=True)

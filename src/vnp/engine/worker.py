@@ -172,7 +172,7 @@ class Worker:
                 and (self.calibration is None or self.calibration.passed))
 
     def _use_fp8(self, store: FrameStore, rows: np.ndarray) -> None:
-        """Check fp8 on the first part loaded; models reloaded for later parts follow that verdict."""
+        """Check fp8 once on frames of ``rows`` (the shard); models reloaded for later parts follow that verdict."""
         from vnp.models.fp8 import to_fp8
 
         if self.calibration is None:
@@ -190,7 +190,7 @@ class Worker:
 
         started = time.time()
         bars = fidelity.Bars(**(self.config.fp8_bars or {}))
-        sample = rows[: fidelity.CALIBRATION_FRAMES]
+        sample = fidelity.calibration_sample(rows)
         esm = self.models["esm2"]
         nucleotides, _ = self._embed("dnabert", store.get("nucleotides", sample), record=False)
         compiled, esm.compiled = esm.compiled, None  # the reference is the eager bf16 model
@@ -243,7 +243,8 @@ class Worker:
         workdir = Path(self.config.workdir)
         store = FrameStore(workdir / "frames")
         order = np.load(workdir / "order.npy")
-        parts = split_parts(shard(order, self.config.rank, self.config.world), part_size)
+        mine = shard(order, self.config.rank, self.config.world)
+        parts = split_parts(mine, part_size)
         skipped = stale = 0
         for number, rows in enumerate(parts):
             self._check_parent()
@@ -257,7 +258,7 @@ class Worker:
             if self.models is None:
                 self.load_models()
             if self._fp8_pending():  # also when a loader thread loaded the models before run()
-                self._use_fp8(store, rows)
+                self._use_fp8(store, mine)
             dnabert, dnabert_tokens = self.embed("dnabert", store.get("nucleotides", rows))
             esm, _ = self.embed("esm2", store.get("proteins", rows))
             scores = self._classify(dnabert, esm)
