@@ -99,3 +99,24 @@ def test_the_peer_pools_residues_only_as_vnp_does(measured, tmp_path):
         mask = batch["attention_mask"][..., None]
         with_ends = (model(**batch).last_hidden_state * mask).sum(1) / mask.sum(1)
     assert torch.nn.functional.cosine_similarity(ours[:50], with_ends).min() < peers.MIN_COSINE
+
+
+def test_a_timed_job_whose_embeddings_disagree_fails_in_teardown(tmp_path):
+    """asv's own timed runs are held to the peer's embeddings too, not only setup_cache's runs."""
+    import torch
+    from safetensors.torch import save_file
+
+    reference = torch.randn(20, 8)
+    save_file({"embeddings": reference}, str(tmp_path / "peer.safetensors"))
+    cache = {"skip": None, "min_cosine": 0.99999, "seconds": {"vnp": 1.0},
+             "reference": str(tmp_path / "peer.safetensors")}
+    for written, fails in ((reference * 3, False), (reference[torch.randperm(20)], True)):
+        benchmark = peers.PeerEmbed()
+        benchmark.setup(cache, "vnp")
+        save_file({"embeddings": written.contiguous()}, str(benchmark.outputs / "embeddings.safetensors"))
+        if fails:
+            with pytest.raises(AssertionError, match="embeddings disagree"):
+                benchmark.teardown(cache, "vnp")
+        else:
+            benchmark.teardown(cache, "vnp")
+        assert not benchmark.outputs.exists()
