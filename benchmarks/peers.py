@@ -14,7 +14,8 @@ builds and loads its model, embeds and writes a file, so the transformers job do
 tokenizer and model, embed, write). `time_embed` is asv's own clock on each job. asv cannot divide one
 benchmark's result by another's, so the per-token costs and the ratio are tracked from `setup_cache`'s
 own timing of the same two jobs (best of two each, after a device warm-up), and the agreement between the
-two embeddings from the same runs; a pooled cosine below 0.9999 on any frame fails the benchmark.
+two embeddings from the same runs; a pooled cosine below 0.9999 on any frame fails every benchmark here, and
+each job asv times is held to the peer's embeddings again in `teardown`.
 
 transformers is an optional dependency of the benchmarks: without it (or with a vnp too old for
 `--weights`) every benchmark here is n/a. Nothing here imports vnp: it runs through its command line.
