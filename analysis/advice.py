@@ -207,5 +207,6 @@ def _best_variant_for(variants: Mapping, stage: str) -> tuple[str, float] | None
         (name, base / row["stage_seconds"][stage])
         for name, row in rows.items()
         if name not in ("baseline", "all") and row["stage_seconds"].get(stage)
+        and not str(row.get("precision_used", "")).startswith("unverified")  # not advice from a run that lied
     ]
     return max(gains, key=lambda gain: gain[1]) if gains else None

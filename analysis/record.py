@@ -171,7 +171,11 @@ class Record:
     def precision_used(self) -> str | None:
         """What ESM-2 ran in: run.json's ``precision_used`` (an fp8 request may have fallen back to bf16), else
         the configured precision (records from before fp8 existed)."""
-        return self.run.get("precision_used") or self.config.get("precision")
+        used = self.run.get("precision_used") or self.config.get("precision")
+        if used == "fp8" and not any(c.get("passed") for c in self.run.get("calibration") or []):
+            # fp8 runs only after a passed check; a claim without one is not believed (b0a1480's records: bf16 ran)
+            return "unverified fp8 (no passed fidelity check recorded)"
+        return used
 
     @property
     def group(self) -> tuple:

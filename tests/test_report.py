@@ -350,11 +350,17 @@ def test_the_variants_table_says_what_esm2_ran_in_not_what_was_asked():
     from analysis.sections import variants_section
 
     documents = {v: synthetic_record("typical", 1000, 1, 0, f, variant=v, suite="variants")
-                 for v, f in (("baseline", 5.0), ("all", 1.0), ("fp8", 0.9))}
+                 for v, f in (("baseline", 5.0), ("bf16", 1.2), ("all", 1.0), ("fp8", 0.9))}
     documents["fp8"]["run"]["config"]["precision"] = "fp8"
     documents["fp8"]["run"]["precision_used"] = "bf16"
     rows = {r["variant"]: r for r in variants_section([Record.from_json(d) for d in documents.values()])["rows"]}
     assert rows["fp8"]["precision_used"] == "bf16" and rows["all"]["precision_used"] == "bf16"
-    documents["fp8"]["run"]["precision_used"] = "fp8"
+    documents["fp8"]["run"]["precision_used"] = "fp8"  # a claim without a passed check is not believed
+    rows = {r["variant"]: r for r in variants_section([Record.from_json(d) for d in documents.values()])["rows"]}
+    assert rows["fp8"]["precision_used"].startswith("unverified fp8")
+    from analysis.advice import _best_variant_for  # the fastest row, but its claim is not believed: no advice
+    assert _best_variant_for({"rows": list(rows.values())}, "esm2")[0] == "bf16"
+    documents["fp8"]["run"]["calibration"] = [{"device": "cuda:0", "passed": True}]
     rows = {r["variant"]: r for r in variants_section([Record.from_json(d) for d in documents.values()])["rows"]}
     assert rows["fp8"]["precision_used"] == "fp8"
+    assert _best_variant_for({"rows": list(rows.values())}, "esm2")[0] == "fp8"
