@@ -44,11 +44,13 @@ class Store:
 
 
 def timed(worker, stage: str, sequences: list[str]):
+    """Seconds of the model alone (tokenised beforehand, as the pipeline's reader thread does), tokens, output."""
+    tokens = worker._tokenize(stage, sequences)
     worker._sync()
     started = time.perf_counter()
-    embeddings, tokens = worker._embed(stage, sequences, record=False)
+    embeddings = worker._embed(stage, tokens, record=False)
     worker._sync()
-    return time.perf_counter() - started, tokens, embeddings
+    return time.perf_counter() - started, int(tokens[1].sum()), embeddings
 
 
 def measure(worker, stage: str, sequences: list[str], repeats: int) -> tuple[dict, object]:

@@ -3,6 +3,7 @@
     python -m scripts.requirement full --gpus 4          # the 6,000,000-read sample on 4 GPUs
     python -m scripts.requirement subset1m --gpus 1      # the 1,000,000-read subset on one GPU
     python -m scripts.requirement typical --scale ci     # the same machinery on the CPU (tiny models)
+    python -m scripts.requirement subset1m --variant compiled   # an opt-in step of the variants suite
 
 Runs through the benchmark harness, like the asv suites: NVML and psutil samplers, a wall-clock limit,
 records in = records out checked, and a RunRecord (run.json + samples) written where the harness's
@@ -19,6 +20,9 @@ import sys
 
 from benchmarks.harness import record, runs
 from benchmarks.harness import scale as scales
+from benchmarks.variants import VARIANTS
+
+REQUIREMENT_VARIANTS = ("all", "compiled", "fp8")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,12 +32,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--scale", default="full", choices=sorted(scales.SCALES), help="dataset and model scale (default full)"
     )
+    parser.add_argument(
+        "--variant", default="all", choices=REQUIREMENT_VARIANTS,
+        help="all: the pipeline's defaults (default); compiled or fp8: the variants suite's opt-in steps",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    spec = runs.RunSpec.make("requirement", args.role, gpus=args.gpus)
+    label, options = VARIANTS[args.variant]
+    spec = runs.RunSpec.make("requirement", args.role, gpus=args.gpus, variant=label, options=options)
     try:
         result = runs.execute(spec, scales.SCALES[args.scale])
     except runs.Skip as reason:

@@ -384,6 +384,9 @@ def test_requirement_script_records_a_validated_run_and_says_where(bench_env, ca
     path = Path(out.split("RunRecord ")[1].split()[0])
     assert path.parent.parent.parent == bench_env / "records" and path.name == "requirement-tiny-1gpu-all-r0.json"
     assert record.load(path)["harness"]["validated"] and "validated" in out
+    # a variant's options reach the command line: the fake fork-style CLI has no --compile, so it cannot run
+    assert script.main(["typical", "--scale", "ci", "--variant", "compiled"]) == 2
+    assert "cli has no --compile" in capsys.readouterr().err
 
 
 def test_requirement_script_exit_codes(bench_env, capsys, monkeypatch):

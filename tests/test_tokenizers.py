@@ -72,6 +72,10 @@ def test_dnabert_encode_adds_cls_and_sep_and_counts_like_dnabert(standin):
         assert row[0] == 1 and row[-1] == 2 and (row[1:-1] > 4).all()
         assert "".join(standin.id_to_token(int(i)) for i in row[1:-1]) == seq
     assert 40 <= lengths[0] <= 80 and 80 <= lengths[1] <= 130  # DNABERT-S BPE: ~64 and ~105 tokens for these lengths
+    # encode_batch_fast (no character offsets) gives the ids the usual call gives, with N and lower case too
+    seqs += ["ACGTNNACGT" * 30, "acgtacgtnn" * 7]
+    ids, lengths = dnabert_encode(standin, seqs)
+    assert [list(row) for row in split(ids, lengths)] == [e.ids for e in standin.encode_batch(seqs)]
 
 
 def test_standin_is_cached_on_disk(tmp_path, monkeypatch, standin):

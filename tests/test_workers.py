@@ -220,3 +220,72 @@ def test_helper_pool_processes_die_with_a_killed_parent(tmp_path):
         assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     finally:
         parent.kill()
+
+
+# -- E. the next part is read and tokenised on a second thread while the device works -----------------------
+def reading_worker(tmp_path, cache_dir, monkeypatch):  # noqa: F811
+    from test_fp8 import workdir_with_frames
+
+    monkeypatch.setenv("VNP_CACHE_DIR", str(cache_dir))
+    workdir = workdir_with_frames(tmp_path)  # 12 frames
+    worker = Worker(WorkerConfig(workdir=str(workdir), device="cpu", rank=0, world=1, model_size="tiny"))
+    return worker, parts.open_run(workdir, resume=False)
+
+
+def scores_by_row(workdir):
+    found = {}
+    for path in sorted((workdir / "scores").glob("*.npz")):
+        with np.load(path) as data:
+            found.update(zip(data["rows"].tolist(), data["scores"]))
+    return np.array([found[row] for row in sorted(found)])
+
+
+def test_the_next_part_is_read_while_the_device_works_on_this_one(tmp_path, cache_dir, monkeypatch):  # noqa: F811
+    import threading
+
+    worker, run_id = reading_worker(tmp_path, cache_dir, monkeypatch)
+    read, embed = worker._read_part, worker._timed_embed
+    started = [threading.Event() for _ in range(3)]  # parts of 4 frames
+    threads, overlapped = {}, []
+
+    def reading(store, rows, tokenizer):
+        number = int(rows[0]) // 4
+        threads[number] = threading.current_thread().name
+        started[number].set()
+        return read(store, rows, tokenizer)
+
+    def embedding(stage, tokens):  # part k's ESM-2 waits until part k+1's read has begun: only a reader thread can
+        if stage == "esm2":
+            number = len(overlapped)
+            overlapped.append(number == 2 or started[number + 1].wait(timeout=10))
+        return embed(stage, tokens)
+
+    monkeypatch.setattr(worker, "_read_part", reading)
+    monkeypatch.setattr(worker, "_timed_embed", embedding)
+    summary = worker.run(part_size=4, run_id=run_id)
+    assert overlapped == [True, True, True]
+    assert threads[0] == threading.current_thread().name and {threads[1], threads[2]} != {threads[0]}
+    assert summary["stages"]["dnabert"]["tokenize_seconds"] > 0 and summary["input_wait_seconds"] >= 0
+    assert summary["stages"]["esm2"]["items"] == 12
+
+    whole = tmp_path / "whole"  # the same frames in one part, read on the device loop's own thread
+    worker, run_id = reading_worker(whole, cache_dir, monkeypatch)
+    worker.run(part_size=12, run_id=run_id)
+    torch.testing.assert_close(scores_by_row(tmp_path), scores_by_row(whole), rtol=1e-5, atol=1e-6)
+
+
+def test_an_error_in_the_reader_thread_fails_the_run_after_the_parts_before_it(tmp_path, cache_dir,  # noqa: F811
+                                                                                 monkeypatch):
+    worker, run_id = reading_worker(tmp_path, cache_dir, monkeypatch)
+    read = worker._read_part
+
+    def reading(store, rows, tokenizer):
+        if int(rows[0]) == 8:
+            raise VnpError("frames.bin: unreadable")
+        return read(store, rows, tokenizer)
+
+    monkeypatch.setattr(worker, "_read_part", reading)
+    with pytest.raises(VnpError, match="unreadable"):
+        worker.run(part_size=4, run_id=run_id)
+    done = sorted(p.name for p in (tmp_path / "scores").glob("*.npz"))
+    assert done == ["rank0_part00000.npz", "rank0_part00001.npz"]  # --resume redoes only the third

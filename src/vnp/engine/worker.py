@@ -5,12 +5,16 @@ nucleotides, then the proteins, concatenates the two embeddings, runs the MLP an
 scores atomically, stamped with the run's id (``parts.py``); a part file of this run marks the part
 done, so ``--resume`` redoes only the others. Batches are cut by a token budget; a batch that runs out
 of GPU memory halves the budget and is retried, so no record is ever dropped or duplicated.
+
+While the device works on one part, a second thread reads and tokenises the next (``PartInputs``): the
+GPU stages no longer wait for the CPU between parts (the tokenizer releases the GIL while it encodes).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,7 +86,17 @@ class StageStats:
     allocator_retries: int = 0
     first_batch_seconds: float | None = None
     first_batch_tokens: int = 0
+    tokenize_seconds: float = 0.0  # CPU time tokenising the inputs, outside ``seconds`` (next part: another thread)
     intervals: list = field(default_factory=list)
+
+
+@dataclass
+class PartInputs:
+    """One part's rows and their tokens, ``stage -> (flat tokens, lengths)``, ready for the device."""
+
+    rows: np.ndarray
+    tokens: dict
+    tokenize_seconds: dict
 
 
 class InjectedOOM(RuntimeError):
@@ -112,6 +126,7 @@ class Worker:
         self.calibration_seconds = 0.0
         self.fp8_swapped = []  # what fp8.restore needs to put ESM-2's bf16 linears back
         self._batch_counter = 0
+        self.input_wait_seconds = 0.0  # the device loop waiting for the reader thread's next part
         self._started = time.time()
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -192,13 +207,14 @@ class Worker:
         bars = fidelity.Bars(**(self.config.fp8_bars or {}))
         sample = fidelity.calibration_sample(rows)
         esm = self.models["esm2"]
-        nucleotides, _ = self._embed("dnabert", store.get("nucleotides", sample), record=False)
+        proteins = self._tokenize("esm2", store.get("proteins", sample))
+        nucleotides = self._embed("dnabert", self._tokenize("dnabert", store.get("nucleotides", sample)), record=False)
         compiled, esm.compiled = esm.compiled, None  # the reference is the eager bf16 model
-        reference, _ = self._embed("esm2", store.get("proteins", sample), record=False)
+        reference = self._embed("esm2", proteins, record=False)
         esm.compiled = compiled
         self.fp8_swapped = swapped = to_fp8(esm, os.environ.get("VNP_FP8_KEEP"))  # override: linears kept bf16
         try:
-            candidate, _ = self._embed("esm2", store.get("proteins", sample), record=False)
+            candidate = self._embed("esm2", proteins, record=False)
             self.calibration = fidelity.compare(
                 reference.cpu().numpy(), candidate.cpu().numpy(),
                 self._scores(nucleotides, reference), self._scores(nucleotides, candidate), bars)
@@ -245,61 +261,97 @@ class Worker:
         order = np.load(workdir / "order.npy")
         mine = shard(order, self.config.rank, self.config.world)
         parts = split_parts(mine, part_size)
-        skipped = stale = 0
+        todo, skipped, stale = [], 0, 0
         for number, rows in enumerate(parts):
-            self._check_parent()
-            target = part_files.part_path(workdir, self.config.rank, number)
-            state = part_files.check_part(target, run_id)
+            state = part_files.check_part(part_files.part_path(workdir, self.config.rank, number), run_id)
             if state == "done":
                 skipped += 1
                 self.progress("skipped", len(rows))
                 continue
             stale += state == "stale"
-            if self.models is None:
-                self.load_models()
-            if self._fp8_pending():  # also when a loader thread loaded the models before run()
-                self._use_fp8(store, mine)
-            dnabert, dnabert_tokens = self.embed("dnabert", store.get("nucleotides", rows))
-            esm, _ = self.embed("esm2", store.get("proteins", rows))
-            scores = self._classify(dnabert, esm)
-            self._check_parent()  # a killed parent's run is over: its work directory may belong to the next run
-            part_files.write_part(target, run_id, rows, scores, dnabert_tokens)
-            if not self.config.persistent_models:
-                self.unload_models()
-            if self.config.slow_part_seconds:
-                time.sleep(self.config.slow_part_seconds)
+            todo.append((number, rows))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vnp-inputs") as reader:
+            upcoming = None
+            for position, (number, rows) in enumerate(todo):
+                self._check_parent()
+                if self.models is None:
+                    self.load_models()
+                if self._fp8_pending():  # also when a loader thread loaded the models before run()
+                    self._use_fp8(store, mine)
+                tokenizer = self.models["tokenizer"]
+                inputs = self._wait_for(upcoming) if upcoming else self._read_part(store, rows, tokenizer)
+                if position + 1 < len(todo):  # the next part is read while the device works on this one
+                    upcoming = reader.submit(self._read_part, store, todo[position + 1][1], tokenizer)
+                self._run_part(inputs, part_files.part_path(workdir, self.config.rank, number), run_id)
         return self.summary(len(parts), skipped, stale)
+
+    def _run_part(self, inputs: PartInputs, target: Path, run_id: str) -> None:
+        for stage in ("dnabert", "esm2"):
+            self.stages[stage].tokenize_seconds += inputs.tokenize_seconds[stage]
+        dnabert = self._timed_embed("dnabert", inputs.tokens["dnabert"])
+        esm = self._timed_embed("esm2", inputs.tokens["esm2"])
+        scores = self._classify(dnabert, esm)
+        self._check_parent()  # a killed parent's run is over: its work directory may belong to the next run
+        part_files.write_part(target, run_id, inputs.rows, scores, int(inputs.tokens["dnabert"][1].sum()))
+        if not self.config.persistent_models:
+            self.unload_models()
+        if self.config.slow_part_seconds:
+            time.sleep(self.config.slow_part_seconds)
+
+    def _read_part(self, store: FrameStore, rows: np.ndarray, tokenizer) -> PartInputs:
+        tokens, seconds = {}, {}
+        for stage, column in (("dnabert", "nucleotides"), ("esm2", "proteins")):
+            started = time.perf_counter()
+            tokens[stage] = self._tokenize(stage, store.get(column, rows), tokenizer)
+            seconds[stage] = time.perf_counter() - started
+        return PartInputs(rows, tokens, seconds)
+
+    def _wait_for(self, upcoming) -> PartInputs:
+        """The part the reader thread prepared; how long the device loop waited for it is counted."""
+        started = time.perf_counter()
+        inputs = upcoming.result()
+        self.input_wait_seconds += time.perf_counter() - started
+        return inputs
 
     def _check_parent(self) -> None:
         if self.config.parent_pid and os.getppid() != self.config.parent_pid:
             raise SystemExit(1)  # orphaned: the parent was killed; --resume will redo this part
 
-    def _tokenize(self, stage: str, sequences: list[str]):
+    def _tokenize(self, stage: str, sequences: list[str], tokenizer=None):
+        """(flat int64 tokens, lengths) of ``sequences`` for the ``stage`` model."""
         from vnp.models.tokenizers import dnabert_encode, esm_encode
 
         if stage == "esm2":
             return esm_encode(sequences)
-        return dnabert_encode(self.models["tokenizer"], sequences)
+        return dnabert_encode(tokenizer or self.models["tokenizer"], sequences)
 
     def embed(self, stage: str, sequences: list[str]):
         """Float32 embeddings [n, E] (on the device) of ``sequences`` with the ``stage`` model, and their tokens."""
-        begin = self._stage_begin()
-        out, tokens = self._embed(stage, sequences)
-        self._stage_end(stage, begin)
-        return out, tokens
+        started = time.perf_counter()
+        tokens = self._tokenize(stage, sequences)
+        self.stages[stage].tokenize_seconds += time.perf_counter() - started
+        return self._timed_embed(stage, tokens), int(tokens[1].sum())
 
-    def _embed(self, stage: str, sequences: list[str], record: bool = True):
-        """``embed`` without the stage's clock; ``record=False`` (calibration) leaves its counters alone too."""
+    def _timed_embed(self, stage: str, tokens: tuple):
+        """``_embed`` inside the stage's clock and memory counters."""
+        begin = self._stage_begin()
+        out = self._embed(stage, tokens)
+        self._stage_end(stage, begin)
+        return out
+
+    def _embed(self, stage: str, tokens: tuple, record: bool = True):
+        """Float32 embeddings [n, E] on the device of ``tokens`` (flat, lengths); ``record=False`` (the fp8
+        check) leaves the stage's counters alone."""
         torch = self.torch
         model = self.models[stage]
-        flat, lengths = self._tokenize(stage, sequences)
+        flat, lengths = tokens
         lengths = lengths.astype(np.int64)
         starts = np.zeros(len(lengths), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
         order = length_sorted_order(lengths)
         sorted_lengths = lengths[order]
         padded = not self.config.packing
-        out = torch.empty((len(sequences), model_output_dim(model)), dtype=torch.float32, device=self.device)
+        out = torch.empty((len(lengths), model_output_dim(model)), dtype=torch.float32, device=self.device)
 
         def forward(start: int, end: int):
             self._maybe_inject_oom()
@@ -318,7 +370,7 @@ class Worker:
                 if record:
                     self._count_batch(stage, int(sorted_lengths[start:end].sum()), end - start, computed, t_batch)
                 start = end
-        return out, int(lengths.sum())
+        return out
 
     def _forward(self, model, flat, starts, lengths, rows, longest: int):
         """One batch through ``model``: (embeddings, tokens computed, padding included)."""
@@ -444,6 +496,7 @@ class Worker:
             "parts": parts,
             "parts_skipped": skipped,
             "parts_stale": stale,
+            "input_wait_seconds": self.input_wait_seconds,
             "peak_allocated_bytes": peak_alloc,
             "peak_reserved_bytes": peak_reserved,
             "started_at": self._started,
