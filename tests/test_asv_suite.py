@@ -14,6 +14,7 @@ from asv_runner.benchmarks.mark import SkipNotImplemented
 
 from benchmarks import commands, end_to_end, memory, scaling, stages, variants
 from benchmarks.harness import host
+from benchmarks.harness import scale as scales
 from benchmarks.harness import suite as suite_module
 from tests.test_harness import FAKE_PIPELINE, calls
 
@@ -66,6 +67,9 @@ def test_ci_and_gpu_points_of_one_host_never_share_a_machine(monkeypatch):
     assert names == {"ci": "box-ci", "gpu": "box", "full": "box"}  # gpu and full differ by environment
     monkeypatch.setenv("VNP_BENCH_MACHINE", "box-ci")  # e.g. the only machine in ~/.asv-machine.json
     assert host.machine_name() == "box"  # (VNP_BENCH_SCALE is still full)
+    # a run outside asv at another scale (scripts.requirement --scale full) is named by its own scale
+    monkeypatch.setenv("VNP_BENCH_SCALE", "ci")
+    assert host.machine_name(scales.SCALES["full"]) == "box" and host.machine_name(scales.SCALES["ci"]) == "box-ci"
 
 
 def test_discovery_touches_neither_torch_nor_cuda():

@@ -109,9 +109,10 @@ def _total_ram_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def machine_name() -> str:
+def machine_name(at: scale.Scale | None = None) -> str:
     """The asv machine the results go to: VNP_BENCH_MACHINE, else the only one in ~/.asv-machine.json,
-    else the short host name; with `-ci` at the ci scale."""
+    else the short host name; with `-ci` at the ci scale. ``at``: the scale the run is at (default: the
+    VNP_BENCH_SCALE of asv's runs; ``scripts.requirement --scale`` names its own)."""
     name = os.environ.get("VNP_BENCH_MACHINE")
     if not name:
         with contextlib.suppress(OSError, ValueError):
@@ -121,7 +122,8 @@ def machine_name() -> str:
     for other in scale.SCALES.values():  # the suffix is the scale's to decide: box-ci at the gpu scale is box
         if not other.on_gpu:
             name = name.removesuffix(f"-{other.name}")
-    return name if scale.current().on_gpu else f"{name}-{scale.current().name}"
+    at = at or scale.current()
+    return name if at.on_gpu else f"{name}-{at.name}"
 
 
 def write_asv_machine_file(info: dict, path: Path | None = None) -> Path:

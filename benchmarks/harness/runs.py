@@ -109,7 +109,7 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
     options = {"model_type": data.model_type, "model_size": scale.model_size, **devices, "quiet": True,
                **dict(spec.options)}
 
-    machine, commit = host.machine_name(), commit_id()
+    machine, commit = host.machine_name(scale), commit_id()
     name = record.record_name(spec.suite, data.name, spec.gpus, spec.variant)
     records_dir = record.records_root() / machine / commit[:8]
     repeat = record.next_repeat(records_dir, name)
