@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
 from pathlib import Path
 from typing import Mapping, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def git_commit_date(commit: str, repo: Path = REPO) -> int | None:
+    """The commit's committer date (ms) from the local history, as asv dates a commit; None if unknown there."""
+    try:
+        done = subprocess.run(["git", "-C", str(repo), "show", "-s", "--format=%ct", f"{commit}^{{commit}}"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    stamp = done.stdout.strip()
+    return int(stamp) * 1000 if done.returncode == 0 and stamp.isdigit() else None
 
 
 def read_asv_results(results_dir: str | Path) -> dict[str, dict[str, dict]]:

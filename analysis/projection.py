@@ -27,7 +27,7 @@ from analysis.costmodel import (
     project,
     project_cohort,
 )
-from analysis.history import read_asv_results
+from analysis.history import git_commit_date, read_asv_results
 from analysis.record import WORK_UNITS, Record, composition_of, load_records, usable_records
 from benchmarks.harness.scale import ROLES
 
@@ -354,9 +354,10 @@ def projection_document(query: Query) -> dict:
         # which datasets the projection was fitted on: a commit measured on `typical` alone projects worse
         group["fitted_roles"] = sorted({r.role for r in every_run if (r.machine, r.commit, r.chunk_size, r.variant) ==
                                         (group["machine"], group["commit"], group["chunk_size"], query.variant)})
-        # asv's date of the commit (ms); a commit measured only outside asv: the time of its first run
+        # the commit's date (ms): asv's, else git's (a commit measured only outside asv, e.g. the "before" of an
+        # A/B run made later); the time of its first run only for a commit this history does not hold
         asv_date = (dates.get(group["machine"], {}).get(group["commit"]) or {}).get("date")
-        group["date"] = asv_date or int(group["started_at"] * 1000)
+        group["date"] = asv_date or git_commit_date(group["commit"]) or int(group["started_at"] * 1000)
     groups.sort(key=lambda g: (g["machine"], g["chunk_size"] or 0, g["date"], g["started_at"]))
     return {
         "schema": SCHEMA,

@@ -462,3 +462,30 @@ def test_record_reads_the_documented_run_json():
 
 def test_device_strings_are_parsed_in_one_place():
     assert [gpu_index(d) for d in ("cuda:3", "cuda", "cpu", None)] == [3, 0, None, None]
+
+
+def test_a_commit_is_dated_by_git_when_asv_has_no_date(tmp_path, monkeypatch):
+    """A/B runs measure an older commit after a newer one: the newer commit stays the newest group."""
+    import subprocess
+
+    from analysis.history import git_commit_date
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "GIT_COMMITTER_DATE": "@1700000000 +0000", "PATH": __import__("os").environ["PATH"]}
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "x"], check=True, env=env)
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert git_commit_date(sha[:8], repo) == git_commit_date(sha, repo) == 1_700_000_000_000
+    assert git_commit_date("deadbeef", repo) is None and git_commit_date(sha, tmp_path / "nowhere") is None
+
+    old, new = "a1" * 8, "b2" * 8
+    records = [synthetic_record(role, n, 1, commit=commit, start=start)
+               for commit, start in ((new, 1000.0), (old, 9000.0))  # the older commit measured last
+               for role, n in (("typical", 1000), ("large", 10**4))]
+    root = write_records(tmp_path / "records", records)
+    monkeypatch.setattr(P, "git_commit_date", lambda commit: {"a1": 1_000, "b2": 2_000}[commit[:2]])
+    document = P.projection_document(P.Query(records=root, composition=composition(6_000_000), gpu_counts=(1,)))
+    assert [(g["commit"][:2], g["date"]) for g in document["groups"]] == [("a1", 1_000), ("b2", 2_000)]
