@@ -235,7 +235,7 @@ def project_results(
 
     Only runs at ``chunk_size`` (the sample's model type) are used: reads chunked at 300 and contigs at
     500 cost differently per token, so a run's rates hold only at its own chunk size. Without one, the
-    chunk size most of the variant's runs used (``sample_chunk_size``).
+    chunk size most of the variant's runs used (``runs_chunk_size``).
 
     ``composition`` is the sample's (units it lacks are estimated from each group's runs); without one,
     a sample of FULL_SAMPLE_READS reads with the measured runs' per-read ratios. Each entry is
@@ -246,7 +246,7 @@ def project_results(
     """
     gpu_counts = tuple(gpu_counts)
     observations = list(observations)
-    chunk_size = chunk_size or sample_chunk_size(obs for obs in observations if obs.variant == variant)
+    chunk_size = chunk_size or runs_chunk_size((obs for obs in observations if obs.variant == variant), None)
 
     def usable(pool):
         return [obs for obs in pool if obs.variant == variant and obs.chunk_size == chunk_size]
@@ -319,7 +319,7 @@ def projection_document(query: Query) -> dict:
             + (f" (variants found: {', '.join(found)})" if found else "")
         )
     runs = [r for r in selected if r.variant == query.variant]
-    chunk_size = query.chunk_size or sample_chunk_size(runs)
+    chunk_size = query.chunk_size or runs_chunk_size(runs, None)
     # runs of the sample itself count as evidence whatever the filters (another scale or commit)
     groups = project_results(
         selected,
@@ -382,12 +382,6 @@ def series_key(group: Mapping) -> tuple:
     return (group["machine"], group["target"], group["scale"], group["chunk_size"])
 
 
-def sample_chunk_size(records: Iterable[Record]) -> int | None:
-    """The chunk size most runs used (None when none says): what a sample is projected at by default."""
-    sizes = Counter(r.chunk_size for r in records)
-    return sizes.most_common(1)[0][0] if sizes else None
-
-
 def other_chunk_sizes(records: Iterable[Record], chunk_size: int | None) -> dict[tuple, tuple[int, list[str]]]:
     """Runs at another chunk size than ``chunk_size``: {(machine, commit, scale, chunk size): (runs, roles)}."""
     found: dict[tuple, list[Record]] = defaultdict(list)
@@ -397,10 +391,10 @@ def other_chunk_sizes(records: Iterable[Record], chunk_size: int | None) -> dict
     return {key: (len(rs), sorted({r.role for r in rs})) for key, rs in found.items()}
 
 
-def runs_chunk_size(records: Iterable[Record]) -> int:
-    """The chunk size most runs used (500, VirNucPro's default, when none says)."""
+def runs_chunk_size(records: Iterable[Record], default: int | None = 500) -> int | None:
+    """The chunk size most runs that say one used; ``default`` when none says (500: VirNucPro's)."""
     sizes = Counter(r.chunk_size for r in records if r.chunk_size)
-    return sizes.most_common(1)[0][0] if sizes else 500
+    return sizes.most_common(1)[0][0] if sizes else default
 
 
 def dataset_composition(datasets_file: str | Path, dataset: str) -> tuple[dict[str, float] | None, str, int | None]:
