@@ -81,7 +81,7 @@ def load_dnabert_tokenizer(directory: str | Path | None) -> Tokenizer:
 
 def dnabert_encode(tokenizer: Tokenizer, seqs: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Flat int64 ids, [CLS] and [SEP] included, and int32 token counts per sequence."""
-    encodings = tokenizer.encode_batch_fast(seqs)  # the same ids without character offsets: 3x faster
+    encodings = tokenizer.encode_batch_fast(seqs)  # the same ids without the character offsets: 2-3x faster
     lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int32, count=len(encodings))
     ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int64,
                       count=int(lengths.sum()))
