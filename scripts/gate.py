@@ -2,10 +2,15 @@
 """The regression gate's verdict (scripts/gate.sh): compare two commits' asv results, exit 1 on a regression.
 
     python scripts/gate.py --results DIR --machine M --env E --base SHA --head SHA --factor 1.2 [--judged REGEX]
+                           [--rule rank|best] [--samples N]
 
-Reads asv's own result files (through asv's reading API, not its printed table) and decides as `asv
-continuous` does, with asv's rule: a benchmark regressed when HEAD's value is more than `factor` times
-BASE's and, where both have samples, a rank test says the difference is real. Unlike `asv continuous`,
+Reads asv's own result files (through asv's reading API, not its printed table) and decides with one of two
+rules (``--rule``). `rank`, asv's own (what `asv continuous` does): a benchmark regressed when HEAD's value
+(the median of its samples) is more than `factor` times BASE's and, where both have samples, a rank test
+says the difference is real; it needs many samples (7 a side before the test can say anything). `best`, for a
+few long runs per commit (the GPU scales): HEAD's best sample is more than `factor` times BASE's best, so a
+round disturbed by a cold start or by other work on the host cannot make either commit look slower. Unlike
+`asv continuous`,
 it also judges when some benchmark failed to run (asv then prints no table and exits 2), and it judges
 only the benchmarks `--judged` matches: the others are listed, and count only when they newly fail.
 
@@ -56,8 +61,23 @@ def sample_count(value, stats_and_samples) -> int:
     return len(samples) if samples else int(has_value(value))
 
 
-def verdict(base: dict, head: dict, factor: float, judged: str, samples: int = 1) -> tuple[list, list, list]:
-    """(regressed, newly failing, from zero): rows of (name, base value, head value, ratio or reason)."""
+def best(value, stats_and_samples) -> float:
+    """The smallest sample (every figure is a cost), or the value where asv kept no samples."""
+    samples = stats_and_samples[1] if stats_and_samples else None
+    return min(samples) if samples else value
+
+
+def grew(before, after, before_ss, after_ss, factor: float, rule: str) -> bool:
+    """asv's rule (ratio of the values, and a rank test where both sides have samples), or the best samples'."""
+    if rule == "best":
+        return after > factor * before
+    return _is_result_better(before, after, before_ss, after_ss, factor)
+
+
+def verdict(base: dict, head: dict, factor: float, judged: str, samples: int = 1,
+            rule: str = "rank") -> tuple[list, list, list]:
+    """(regressed, newly failing, from zero): rows of (name, base value, head value, ratio or reason); with
+    rule "best" the values are each commit's best sample."""
     regressed, newly_failing, from_zero = [], [], []
     for name in sorted(set(base) | set(head)):
         (before, before_ss), (after, after_ss) = base.get(name, (math.nan, None)), head.get(name, (math.nan, None))
@@ -65,14 +85,18 @@ def verdict(base: dict, head: dict, factor: float, judged: str, samples: int = 1
             continue
         if not has_value(after):
             newly_failing.append((name, before, None, "no value at HEAD"))
-        elif not re.search(judged, name):
             continue
-        elif min(sample_count(before, before_ss), sample_count(after, after_ss)) < samples:
+        if not re.search(judged, name):
+            continue
+        if min(sample_count(before, before_ss), sample_count(after, after_ss)) < samples:
             newly_failing.append((name, before, after, f"fewer than {samples} samples (a round failed?)"))
-        elif before == 0:
+            continue
+        if rule == "best":
+            before, after = best(before, before_ss), best(after, after_ss)
+        if before == 0:
             if after > 0:
                 from_zero.append((name, before, after, None))
-        elif _is_result_better(before, after, before_ss, after_ss, factor):
+        elif grew(before, after, before_ss, after_ss, factor, rule):
             regressed.append((name, before, after, after / before))
     return regressed, newly_failing, from_zero
 
@@ -84,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factor", type=float, required=True)
     parser.add_argument("--judged", default=".*", help="regex of the benchmarks whose values are judged")
     parser.add_argument("--samples", type=int, default=1, help="samples each judged benchmark must have")
+    parser.add_argument("--rule", choices=("rank", "best"), default="rank",
+                        help="rank: asv's rule (median and rank test); best: each commit's best sample")
     args = parser.parse_args(argv)
     results = Path(args.results)
     try:
@@ -96,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         missing = ", ".join(c[:8] for c, r in ((args.base, base), (args.head, head)) if not r)
         print(f"gate: asv saved no results for {missing}: nothing to compare", file=sys.stderr)
         return 2
-    regressed, newly_failing, from_zero = verdict(base, head, args.factor, args.judged, args.samples)
+    regressed, newly_failing, from_zero = verdict(base, head, args.factor, args.judged, args.samples, args.rule)
     judged = sum(1 for name in set(base) & set(head)
                  if re.search(args.judged, name) and has_value(base[name][0]) and has_value(head[name][0]))
-    print(f"gate: {args.base[:8]} -> {args.head[:8]}: {len(base)} benchmarks, {judged} judged at factor {args.factor}")
+    print(f"gate: {args.base[:8]} -> {args.head[:8]}: {len(base)} benchmarks, {judged} judged at factor {args.factor}"
+          f" ({'each commit' + chr(39) + 's best sample' if args.rule == 'best' else 'median and rank test'})")
     for name, before, after, ratio in regressed:
         print(f"gate: REGRESSED  {ratio:6.2f}x  {before:.4g} -> {after:.4g}  {name}")
     for name, before, _, reason in newly_failing:

@@ -26,6 +26,7 @@ shift 2
 PY=${VNP_BENCH_PYTHON:-.venv/bin/python}
 export VNP_BENCH_SCALE=${VNP_BENCH_SCALE:-ci}
 fail() { echo "gate: $*" >&2; exit 2; }
+command -v "$PY" >/dev/null || fail "no Python at $PY: run scripts/setup.sh first (scripts/gpu_host.sh setup on a GPU host)"
 
 base=$(git rev-parse --verify --quiet "$base_name^{commit}") || fail "unknown commit: $base_name"
 head=$(git rev-parse --verify --quiet "$head_name^{commit}") || fail "unknown commit: $head_name"
@@ -35,10 +36,10 @@ from benchmarks.harness import host, scale
 s = scale.current()
 host.write_asv_machine_file(host.machine_info())
 print(host.machine_name(), s.gate_rounds, s.gate_rounds * s.repeats, s.gate_factor,
-      "spawn" if s.on_gpu else "forkserver", s.gate_judged)
+      "spawn" if s.on_gpu else "forkserver", s.gate_rule, s.gate_judged)
 EOF
-) || fail "could not read the scale's gate settings (VNP_BENCH_SCALE=$VNP_BENCH_SCALE)"
-read -r machine rounds samples factor launch judged <<<"$settings"  # the regex last: it may hold spaces
+) || fail "could not read the scale's gate settings with $PY (VNP_BENCH_SCALE=$VNP_BENCH_SCALE; set up by scripts/setup.sh?)"
+read -r machine rounds samples factor launch rule judged <<<"$settings"  # the regex last: it may hold spaces
 factor=${VNP_GATE_FACTOR:-$factor}
 env_name="sysvenv-py$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-VNP_BENCH_SCALE$VNP_BENCH_SCALE"
 
@@ -62,7 +63,7 @@ for name in ("asv_plugins", "pyproject.toml"):
 EOF
 
 echo "gate: $VNP_BENCH_SCALE scale, $base_name ($(git rev-parse --short "$base")) -> $head_name ($(git rev-parse --short "$head")):" \
-     "$rounds round(s), factor $factor, judging /$judged/"
+     "$rounds round(s), factor $factor, rule $rule, judging /$judged/"
 asv=("$PY" -m asv --config "$work/asv.conf.json")
 for round in $(seq "$rounds"); do
   # `asv continuous` always runs HEAD first. Alternating the order (HEAD BASE, BASE HEAD, ...) spreads load
@@ -76,4 +77,4 @@ done
 # asv's own table of what changed (it always exits 0), then the verdict.
 "${asv[@]}" compare --machine "$machine" -E "$env_name" --factor "$factor" --only-changed --sort ratio "$base" "$head"
 "$PY" scripts/gate.py --results "$work/results" --machine "$machine" --env "$env_name" \
-  --base "$base" --head "$head" --factor "$factor" --judged "$judged" --samples "$samples"
+  --base "$base" --head "$head" --factor "$factor" --judged "$judged" --samples "$samples" --rule "$rule"

@@ -52,7 +52,10 @@ case "${1:-}" in
         > "$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/_host_site.pth"
     fi
     "$VENV/bin/python" -m pip install --no-index --find-links "$WHEELS" "${PACKAGES[@]}"
-    "$VENV/bin/python" -c "import asv, asv_runner, torch, psutil, pynvml, Bio; print('gpu_host: bench venv ready')"
+    # The working tree's vnp, editable, for what runs outside asv (scripts.requirement, measure_models): asv's
+    # own environments install each commit's vnp and do not see this one (asv_plugins/sysvenv.py).
+    "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation --no-index -e .
+    "$VENV/bin/python" -c "import asv, asv_runner, torch, psutil, pynvml, Bio, vnp; print('gpu_host: bench venv ready')"
     ;;
   run)
     bench_env

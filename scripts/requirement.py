@@ -16,6 +16,8 @@ account for every record, 2 when it cannot run here (too few GPUs, unknown datas
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
 
 from benchmarks.harness import record, runs
@@ -41,6 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if not os.environ.get("VNP_BENCH_COMMAND") and importlib.util.find_spec("vnp") is None:  # found, not imported
+        print(f"requirement: vnp is not installed in {sys.executable}: run scripts/gpu_host.sh setup on a GPU "
+              "host (or pip install -e .), or name another command in VNP_BENCH_COMMAND", file=sys.stderr)
+        return 2
     label, options = VARIANTS[args.variant]
     spec = runs.RunSpec.make("requirement", args.role, gpus=args.gpus, variant=label, options=options)
     try:

@@ -111,7 +111,7 @@ def test_persistent_models_report_both_runs_not_their_difference(memo, tmp_path)
     suite = memory.PersistentModels()
     suite.setup(memo)
     kept, reloaded = suite.track_seconds_persistent_models(memo), suite.track_seconds_reloading_models(memo)
-    assert min(kept["samples"]) > 0 and reloaded > 0  # two costs (the reload run once: not a core run)
+    assert min(kept["samples"]) > 0 and reloaded["samples"] != [] and min(reloaded["samples"]) > 0  # two costs
     assert sum("--no-persistent-models" in argv for argv in calls(tmp_path)) == 1
     assert not hasattr(suite, "track_reload_seconds")
 
@@ -151,7 +151,7 @@ def test_a_run_that_fails_validation_fails_every_benchmark_reading_it(memo, monk
 def test_variants_have_their_own_runs(memo, tmp_path):
     suite = variants.Variants()
     suite.setup(memo, "+packing")
-    assert suite.track_seconds(memo, "+packing") > 0
+    assert min(suite.track_seconds(memo, "+packing")["samples"]) > 0
     argv = calls(tmp_path)[-1]
     assert argv[argv.index("--variant") + 1] == "baseline" and "--packing" in argv
 

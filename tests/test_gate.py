@@ -162,3 +162,96 @@ def test_memory_that_shrinks_is_no_negative_cost():
                        "host": {"t": t, "rss_bytes": [1e9 - 1e6 * x for x in t]}}}
     assert metrics.leak_per_batch(rec)[1] < 0  # RSS fell ...
     assert metrics.summarise(rec)["host_bytes_per_batch"] == 0.0  # ... which is no benefit, and no cost
+
+
+# -- the GPU scales' gate: warm-up, alternating rounds, each commit's best run -------------------------------
+
+def test_a_cold_first_run_does_not_fail_the_best_rule():
+    """HEAD ran first in round 1 and paid the cold start (1.5x); in round 2 it ran warm, as fast as BASE."""
+    base = {"e.EndToEnd.track_wall_seconds('typical', 1)": (1.01, samples(1.0, 1.02))}
+    head = {"e.EndToEnd.track_wall_seconds('typical', 1)": (1.25, samples(1.5, 1.01))}
+    assert gate.verdict(base, head, 1.1, JUDGE_ALL, samples=2, rule="best") == ([], [], [])
+
+
+def test_a_slowdown_in_every_round_fails_the_best_rule():
+    base = {"s.StageSeconds.track_seconds('typical', 1, 'esm2')": (9.0, samples(9.0, 9.1))}
+    head = {"s.StageSeconds.track_seconds('typical', 1, 'esm2')": (11.8, samples(11.7, 11.9))}
+    regressed, failing, _ = gate.verdict(base, head, 1.1, JUDGE_ALL, samples=2, rule="best")
+    assert [(r[0], round(r[3], 2)) for r in regressed] == [("s.StageSeconds.track_seconds('typical', 1, 'esm2')",
+                                                            1.3)] and failing == []
+
+
+def test_the_rank_rule_cannot_judge_two_samples_but_the_best_rule_can():
+    """Why the GPU scales use "best": asv's rank test never calls 2 samples against 2 different."""
+    base, head = {"s.T.track(1)": (1.0, samples(1.0, 1.05))}, {"s.T.track(1)": (1.55, samples(1.5, 1.6))}
+    assert gate.verdict(base, head, 1.1, JUDGE_ALL, samples=2, rule="rank")[0] == []
+    assert len(gate.verdict(base, head, 1.1, JUDGE_ALL, samples=2, rule="best")[0]) == 1
+
+
+def test_the_gpu_gate_judges_only_figures_of_the_run_itself():
+    import re
+
+    from benchmarks.harness import scale
+
+    gpu = scale.SCALES["gpu"]
+    assert (gpu.gate_rounds, gpu.gate_rule, gpu.warmup_dataset) == (2, "best", "tiny")
+    judged = ["end_to_end.EndToEnd.track_wall_seconds('typical', 1)",
+              "end_to_end.EndToEnd.track_model_load_seconds('large', 1)",
+              "end_to_end.EndToEndTime.time_predict('typical', 1)",
+              "stages.StageSeconds.track_seconds('typical', 1, 'esm2')",
+              "stages.StageGpuPeak.track_torch_allocated_bytes('typical', 1, 'esm2', 0)"]
+    shown = ["end_to_end.EndToEnd.track_peak_gpu_bytes('typical', 1)",  # the whole card's memory
+             "stages.StageGpuPeak.track_nvml_bytes('typical', 1, 'esm2', 0)",
+             "stages.StageSeconds.track_seconds('typical', 1, 'write')",  # milliseconds
+             "end_to_end.EndToEnd.track_projected_full_sample_hours('typical', 1)"]  # derived from the wall
+    assert all(re.search(gpu.gate_judged, name) for name in judged)
+    assert not any(re.search(gpu.gate_judged, name) for name in shown)
+
+
+def test_each_commit_is_warmed_up_once_before_its_first_measured_run(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from benchmarks.harness import runs, suite
+
+    events = []
+    monkeypatch.setattr(suite, "SCALE", replace(suite.SCALE, warmup_dataset="tiny"))
+    monkeypatch.setattr(runs, "warm_up", lambda scale: events.append("warm-up"))
+    monkeypatch.setattr(suite, "_measure", lambda spec, repeats: events.append(spec.role) or
+                        {"status": "ok", "metrics": [{"wall_seconds": 1.0}]})
+    pipeline = suite.PipelineSuite()
+    for memo in (tmp_path / "head", tmp_path / "base"):  # asv's setup_cache directory of each commit
+        memo.mkdir()
+        for role in ("typical", "large", "typical"):
+            pipeline.run(str(memo), suite.core_run(role, 1))
+    assert events == ["warm-up", "typical", "large", "warm-up", "typical", "large"]
+
+
+def test_one_run_is_reported_as_a_sample_so_rounds_add_up():
+    from benchmarks.harness import suite
+
+    assert suite.value([{"wall_seconds": 3.0}], "wall_seconds") == {"samples": [3.0], "number": 1}
+    assert math.isnan(suite.value([{"wall_seconds": None}], "wall_seconds"))  # n/a stays n/a, not an empty sample
+
+
+def test_a_card_is_shared_only_when_a_process_outside_the_run_held_memory():
+    from benchmarks.harness.runs import card_shared
+
+    alone = {"ours_bytes": [0, 5e9, 5e9], "others_bytes": [0, 0, 0]}
+    shared = {"ours_bytes": [0, 5e9, 5e9], "others_bytes": [0, 14e9, 0]}
+    foreign_ids = {"ours_bytes": [0, 0, 0], "others_bytes": [5e9, 5e9, 5e9]}  # NVML's pids are not this host's
+    assert card_shared(alone) is False and card_shared(shared) is True
+    assert card_shared(foreign_ids) is None and card_shared({"mem_used_bytes": [1]}) is None
+
+
+def test_a_shared_card_leaves_the_whole_card_figures_out():
+    from benchmarks.harness import metrics
+
+    def record(shared):
+        return {"harness": {"wall_seconds": 10.0, "expected": {"esm_tokens": 1000}, "gpus": 1, "card_shared": shared},
+                "run": {"stages": []}, "stage_peaks": [{"stage": "esm2", "gpu": 0, "nvml_peak_bytes": 27e9}],
+                "samples": {"nvml": {"t": [1.0], "gpu": [0], "mem_used_bytes": [27e9]},
+                            "host": {"t": [], "rss_bytes": []}}}
+
+    assert metrics.summarise(record(False))["peak_gpu_bytes_nvml"] == 27e9
+    shared = metrics.summarise(record(True))
+    assert shared["peak_gpu_bytes_nvml"] is None and shared["stage_peaks"]["esm2:0"]["nvml_peak_bytes"] is None

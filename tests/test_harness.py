@@ -283,6 +283,15 @@ def test_a_run_over_its_limit_is_killed(bench_env, monkeypatch):
     assert time.time() - started < 20
 
 
+def test_the_warm_up_runs_the_command_once_and_records_nothing(bench_env):
+    from dataclasses import replace
+
+    runs.warm_up(replace(CI, warmup_dataset="tiny"))
+    (argv,) = calls(bench_env)
+    assert argv[argv.index("-m") + 1] == "300" and "--cpu" in argv
+    assert not (bench_env / "records").exists() and not (bench_env / "work" / "warmup").exists()
+
+
 def test_an_interrupted_run_is_resumed(bench_env):
     """A run killed from outside left its directory and no record: the next attempt continues it."""
     commit = runs.commit_id()[:8]

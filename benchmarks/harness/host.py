@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import socket
+import time
 from pathlib import Path
 
 from benchmarks.harness import scale
@@ -55,6 +56,31 @@ def visible_nvml_indices(pynvml) -> list[int]:
         else:
             break  # CUDA stops at the first entry it cannot parse
     return indices
+
+
+def gpu_processes(pynvml, handle) -> dict[int, int]:
+    """{pid: bytes} of the compute processes on one GPU (bytes 0 where NVML cannot say)."""
+    try:
+        processes = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+    except Exception:  # not supported here (some virtualised GPUs): nothing known
+        return {}
+    return {int(p.pid): int(p.usedGpuMemory or 0) for p in processes}
+
+
+def wait_for_idle_gpus(gpus: list[int], timeout_s: float = 30.0, poll_s: float = 0.5) -> dict[int, dict[int, int]]:
+    """Wait until no process computes on these GPUs (CUDA's numbering), at most `timeout_s`; return what still
+    does. A run started while the last one's processes are still releasing their memory would share the card."""
+    deadline = time.monotonic() + timeout_s
+    with nvml() as pynvml:
+        if not pynvml or not gpus:
+            return {}
+        indices = visible_nvml_indices(pynvml)
+        handles = {gpu: pynvml.nvmlDeviceGetHandleByIndex(indices[gpu]) for gpu in gpus if gpu < len(indices)}
+        while True:
+            busy = {gpu: found for gpu, handle in handles.items() if (found := gpu_processes(pynvml, handle))}
+            if not busy or time.monotonic() >= deadline:
+                return busy
+            time.sleep(poll_s)
 
 
 def gpu_count() -> int:

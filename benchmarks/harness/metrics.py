@@ -24,7 +24,10 @@ def summarise(rec: dict, full_sample: dict | None = None) -> dict:
     wall = harness["wall_seconds"]
     gpu_devices = [d for s in run.get("stages") or [] if s.get("name") in GPU_STAGES
                    for d in s.get("devices") or [] if str(d.get("device", "")).startswith("cuda")]
-    nvml_used = rec["samples"]["nvml"]["mem_used_bytes"]
+    # NVML's memory is the whole card's: when another process held some of it during the run, it is not the
+    # run's figure (n/a), and a record that could not tell (card_shared None) keeps it.
+    shared = bool(harness.get("card_shared"))
+    nvml_used = [] if shared else rec["samples"]["nvml"]["mem_used_bytes"]
     host_rss = rec["samples"]["host"]["rss_bytes"]
     gpu_leak, host_leak = leak_per_batch(rec)
     without_wait, cpu = stage_scheduling(rec)
@@ -44,7 +47,8 @@ def summarise(rec: dict, full_sample: dict | None = None) -> dict:
         "stage_seconds": {s["name"]: s.get("seconds") for s in run.get("stages") or []},
         "stage_seconds_without_cpu_wait": without_wait,
         "stage_cpu_seconds": cpu,
-        "stage_peaks": {f"{p['stage']}:{p['gpu']}": p for p in rec.get("stage_peaks") or []},
+        "stage_peaks": {f"{p['stage']}:{p['gpu']}": {**p, **({"nvml_peak_bytes": None} if shared else {})}
+                        for p in rec.get("stage_peaks") or []},
         # Growth only: memory that shrinks is no benefit, and a cost must not cross zero.
         "gpu_bytes_per_batch": None if gpu_leak is None else max(0.0, gpu_leak),
         "host_bytes_per_batch": None if host_leak is None else max(0.0, host_leak),

@@ -125,11 +125,12 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
 
     limit = scale.run_limit_s(data.composition["esm_tokens"])
     interval = float(os.environ.get("VNP_BENCH_SAMPLER_INTERVAL") or scale.sampler_interval_s)
-    env = {**os.environ, **dict(spec.env)}
+    env = {**os.environ, **dict(spec.env), **target.environment(options)}
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA numbers GPUs as NVML (the sampler) does
     workdir.mkdir(parents=True, exist_ok=True)
     _say(f"{name}-r{repeat}: {'resuming' if resumed else 'running'} {' '.join(argv[argv.index(str(data.path)):])}")
 
+    busy_before = host.wait_for_idle_gpus(devices.get("gpus") or [])
     exit_code, timed_out, started_at, ended_at, sampler = _run(argv, env, limit, workdir / "pipeline.log",
                                                                interval if sampling else None)
     samples = sampler.stop() if sampler else Sampler.no_samples()
@@ -153,6 +154,10 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
         "sampler_interval_s": interval if sampling else None,
         "sampler_cpu_seconds": sampler.cpu_seconds if sampler else None,
         "log_tail": _tail(workdir / "pipeline.log") if problems else None,
+        # Other processes on the run's GPUs: before it (still there after the wait) and during it. A whole-card
+        # figure (NVML's memory) of a shared card is not the run's own.
+        "gpu_processes_before": {str(gpu): found for gpu, found in busy_before.items()},
+        "card_shared": card_shared(samples["nvml"]),
     }
     result = record.build(harness, run, samples)
     record.write(result, record.record_path(machine, commit, name, repeat))
@@ -164,6 +169,40 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
     if not os.environ.get("VNP_BENCH_KEEP"):
         shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def card_shared(nvml: dict) -> bool | None:
+    """True if a process outside the pipeline held memory on one of its GPUs while it ran; None where that cannot
+    be told (no NVML samples, no process list, or NVML's process ids are not this host's: none was ours)."""
+    others = [b for b in nvml.get("others_bytes") or [] if b is not None]
+    ours = [b for b in nvml.get("ours_bytes") or [] if b is not None]
+    if not others or not any(ours):
+        return None
+    return any(others)
+
+
+def warm_up(scale: scales.Scale) -> None:
+    """One run of the scale's warm-up dataset on the first device, untimed, unchecked and unrecorded: the first
+    process to use a GPU after a while reads CUDA's libraries from disk and meets cold clocks and caches, and no
+    measured run should be that process."""
+    target = targets.current()
+    try:
+        data = datasets.get(scale.warmup_dataset)
+        options = {"model_type": data.model_type, "model_size": scale.model_size, "quiet": True,
+                   **device_options(RunSpec.make("warmup", "warmup"), scale)}
+        work = work_root() / "warmup"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        argv = target.argv(data.path, work / "out", options)
+    except (datasets.DatasetError, Skip, targets.Unsupported, targets.CommandFailed) as error:
+        _say(f"no warm-up: {error}")
+        return
+    env = {**os.environ, **scale.env, **target.environment(options)}
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    exit_code, _, started_at, ended_at, _ = _run(argv, env, scale.run_limit_s(data.composition["esm_tokens"]),
+                                                 work / "pipeline.log", None)
+    _say(f"warm-up ({data.name}): {ended_at - started_at:.1f} s, exit code {exit_code} (not measured)")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _reuse_outdir(outdir: Path, target: targets.Target, resume: bool) -> bool:

@@ -13,9 +13,11 @@ import contextlib
 import threading
 import time
 
-from benchmarks.harness.host import nvml, visible_nvml_indices
+from benchmarks.harness.host import gpu_processes, nvml, visible_nvml_indices
 
-NVML_COLUMNS = ("t", "gpu", "mem_used_bytes", "util_percent", "power_w")
+# ours_bytes / others_bytes: GPU memory of the compute processes inside / outside the pipeline's process tree
+# (None where NVML lists no processes or the tree is unknown): whether the card was shared during the run.
+NVML_COLUMNS = ("t", "gpu", "mem_used_bytes", "util_percent", "power_w", "ours_bytes", "others_bytes")
 HOST_COLUMNS = ("t", "rss_bytes", "cpu_percent")
 # Per process and tick, its main thread's cumulative seconds on a CPU and waiting for one (Linux
 # /proc/PID/schedstat): a stage's wall time less that wait is what other load on the host cannot inflate.
@@ -92,7 +94,13 @@ class Sampler:
             power = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
         except Exception:  # a GPU that stops answering must not end the run's measurement
             return
-        for name, value in zip(NVML_COLUMNS, (now, gpu, int(used), float(util), power)):
+        ours = others = None
+        processes = gpu_processes(pynvml, handle)
+        if processes and self._processes:
+            tree = {self._pid, *self._processes}
+            ours = sum(used for pid, used in processes.items() if pid in tree)
+            others = sum(used for pid, used in processes.items() if pid not in tree)
+        for name, value in zip(NVML_COLUMNS, (now, gpu, int(used), float(util), power, ours, others)):
             self.nvml[name].append(value)
 
     def _sample_host(self, psutil, now: float) -> None:

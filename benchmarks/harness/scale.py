@@ -37,10 +37,26 @@ class Scale:
     gate_rounds: int = 1
     gate_factor: float = 1.1
     gate_judged: str = ".*"
+    # "rank": asv's own rule (the median grew by the factor and a rank test says the samples differ), for many
+    # samples; "best": each commit's best sample grew by the factor, for a few long runs per commit.
+    gate_rule: str = "rank"
+    # A dataset run once, untimed and unrecorded, before a commit's first measured run in each `asv run`: the
+    # first process to use a GPU after a while pays a cold start (libraries read from disk, clocks, caches).
+    warmup_dataset: str | None = None
 
     def run_limit_s(self, esm_tokens: int) -> float:
         """Wall-clock limit of one pipeline run: a run that takes longer is killed and fails."""
         return self.fixed_limit_s + esm_tokens / self.esm_tokens_per_s_floor
+
+# What the gate judges on a GPU: figures that belong to the run alone. Not NVML's memory (the whole card's, other
+# processes included), not stages of milliseconds, not figures derived from those judged (projected hours).
+GPU_GATE_JUDGED = (r"^(end_to_end\.EndToEnd\.track_(wall_seconds|seconds_per_million_esm_tokens|model_load_seconds)"
+                   r"|end_to_end\.EndToEndTime\.time_predict"
+                   r"|stages\.StageGpuPeak\.track_torch_(allocated|reserved)_bytes)\("
+                   r"|^stages\.StageSeconds\.track_seconds\(.*'(dnabert|esm2)'\)$")
+# Two rounds in alternating order, each commit warmed up first, judged on its best run: a cold first run, or a
+# round disturbed by something else on the host, cannot make either commit look slower.
+GPU_GATE = {"gate_rounds": 2, "gate_rule": "best", "gate_judged": GPU_GATE_JUDGED, "warmup_dataset": "tiny"}
 
 
 SCALES = {
@@ -69,6 +85,7 @@ SCALES = {
         # Cap torch at 12% of each GPU (~17 GB of an H200: the 3B model plus little room) under a large
         # token budget, so real allocations fail and the pipeline must halve its batches.
         oom_options={"env": {}, "flags": {"token_budget": 262144, "max_memory_fraction": 0.12}},
+        **GPU_GATE,
     ),
     "full": Scale(
         name="full", model_size="full", on_gpu=True,
@@ -76,6 +93,7 @@ SCALES = {
         all_gpus_only=("full",),
         timed_roles=("typical", "contigs"),
         oom_options={"env": {}, "flags": {"token_budget": 262144, "max_memory_fraction": 0.12}},
+        **GPU_GATE,
     ),
 }
 

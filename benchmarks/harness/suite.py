@@ -56,6 +56,7 @@ class PipelineSuite:
         if memo.exists():
             entry = json.loads(memo.read_text())
         else:
+            _warm_up(Path(memo_dir))
             entry = _measure(spec, SCALE.repeats if spec.suite == CORE_SUITE else 1)
             memo.write_text(json.dumps(entry))
         if entry["status"] == "skip":
@@ -80,6 +81,15 @@ def core_run(role: str, gpus: int) -> runs.RunSpec:
     return spec(CORE_SUITE, role, gpus)
 
 
+def _warm_up(memo_dir: Path) -> None:
+    """The scale's warm-up run, once per commit and `asv run` (the memo directory is theirs), before the first
+    measured run: no commit is measured cold (scale.Scale.warmup_dataset)."""
+    marker = memo_dir / "warmed-up"
+    if SCALE.warmup_dataset and not marker.exists():
+        runs.warm_up(SCALE)
+        marker.touch()
+
+
 def _measure(spec: runs.RunSpec, repeats: int) -> dict:
     full = datasets.load_definitions()["datasets"].get("full")
     summaries = []
@@ -96,10 +106,11 @@ def _measure(spec: runs.RunSpec, repeats: int) -> dict:
 def value(summaries: list[dict], metric) -> float | dict:
     """A track_* result from every run's `metric` (a key, or a function of one run's metrics).
 
-    None (a run cannot have it) becomes NaN, which asv shows as n/a. Several runs become samples.
+    None (a run cannot have it) becomes NaN, which asv shows as n/a. Runs become samples, even one: asv's
+    `--append-samples` then adds the runs of later `asv run`s (the gate's rounds) to them.
     """
     numbers = [number(metric(s) if callable(metric) else s[metric]) for s in summaries]
-    if len(numbers) == 1 or all(math.isnan(n) for n in numbers):
+    if all(math.isnan(n) for n in numbers):
         return numbers[0]
     return {"samples": [n for n in numbers if not math.isnan(n)], "number": 1}
 

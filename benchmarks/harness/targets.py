@@ -96,6 +96,10 @@ class Target:
     def _describe(options: dict) -> str:
         return ", ".join(f"{k}={v}" for k, v in options.items())
 
+    def environment(self, options: dict) -> dict:
+        """Variables the command needs on top of the harness's own (weights' folders, package paths)."""
+        return {}
+
     def read_run(self, outdir: Path, exit_code: int, started_at: float, ended_at: float) -> dict | None:
         """OUTDIR/run.json (vnp-run/1), or None when the command wrote none."""
         path = outdir / "run.json"

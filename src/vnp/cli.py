@@ -39,7 +39,8 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     add("-m", "--model-type", type=int, choices=MODEL_TYPES, default=500,
         help="which VirNucPro model, which is also the chunk size in bases (default 500)")
     add("--model-size", choices=MODEL_SIZES, default="full",
-        help="full: ESM-2 3B + DNABERT-S; tiny: small test configurations (seconds on a CPU)")
+        help="full: ESM-2 3B + DNABERT-S; tiny: small test configurations (seconds on a CPU); a file given "
+             "with --esm-weights brings its own ESM-2 shape")
     devices = parser.add_argument_group("devices")
     devices.add_argument("--gpus", metavar="0,1,...", help="GPU indices to use (default: all visible GPUs)")
     devices.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,

@@ -145,7 +145,9 @@ class Worker:
         t0 = time.time()
         dnabert, tokenizer = load_dnabert(weights.get("dnabert"), dnabert_config, self.device, self.dtype, seed=seed)
         t1 = time.time()
-        esm = load_esm2(weights.get("esm2"), esm_config, self.device, self.dtype,
+        # A weights file says which ESM-2 it is (any published size, or a narrow one for tests), as with
+        # `vnp embed`; --model-size names the shape of random weights.
+        esm = load_esm2(weights.get("esm2"), None if weights.get("esm2") else esm_config, self.device, self.dtype,
                         trust_pickle=self.config.trust_pickle, seed=seed)
         t2 = time.time()
         in_features = dnabert.model.config.hidden_size + esm.model.config.embed_dim
