@@ -1,11 +1,13 @@
 """workflow/Snakefile on the CPU with the tiny models: a cohort runs once, finished samples are skipped, a removed
-sample is redone alone, a failed sample is retried, and the summary checks records in = records out itself."""
+sample is redone alone, a failed sample is retried, concurrent GPU jobs get different GPUs, and the summary checks
+records in = records out itself."""
 
 import csv
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,7 +42,9 @@ def snakemake(workdir: Path, *options: str, cache_dir: Path, config=(), check=Tr
     command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), "--cores", str(cores),
                *options, "--config", "sheet=samples.tsv", "outdir=out", "model_size=tiny", "gpus_per_job=0",
                "threads_per_job=1", *config]
-    environment = {**os.environ, "VNP_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    # TMPDIR: the GPU slots' locks are the test's own; the host's CUDA_VISIBLE_DEVICES must not become the pool.
+    environment = {**os.environ, "VNP_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1", "TMPDIR": str(workdir)}
+    environment.pop("CUDA_VISIBLE_DEVICES", None)
     result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -76,7 +80,7 @@ def test_a_cohort_runs_once_and_a_removed_sample_is_redone_alone(tmp_path, cache
         assert int(row["chunks_called_viral"]) == sum(line.endswith("\tTrue") for line in calls)
         assert float(row["wall_seconds"]) == pytest.approx(json.loads((sample_dir / "run.json").read_text())
                                                             ["wall_seconds"], abs=0.05)
-        assert row["gpus"] == "0" and row["validated"] == "true"
+        assert row["gpus"] == "0" and row["gpu_ids"] == "" and row["validated"] == "true"
     assert int(rows[0]["frames"]) > 0 and int(rows[1]["frames"]) == 0  # both make-ups are really covered
 
     before = mtimes(tmp_path)
@@ -159,7 +163,7 @@ def test_outputs_of_a_killed_run_are_not_trusted(tmp_path, cache_dir):
     write_sheet(tmp_path, {"orfs": COHORT["orfs"]})
     partial = tmp_path / "out" / "orfs" / "prediction_results.txt"
     command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(tmp_path), "--cores", "1",
-               "--config", "sheet=samples.tsv", "outdir=out", f"vnp={sys.executable} {wrapper}"]
+               "--config", "sheet=samples.tsv", "outdir=out", "gpus_per_job=0", f"vnp={sys.executable} {wrapper}"]
     run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -176,12 +180,50 @@ def test_outputs_of_a_killed_run_are_not_trusted(tmp_path, cache_dir):
     assert [row["validated"] for row in read_summary(tmp_path / "out" / "cohort_summary.tsv")] == ["true"]
 
 
+# Stands in for vnp on one GPU: checks in under the GPU it was given, waits until four samples run at once, each on
+# a GPU of its own (a shared GPU would check in once), then runs vnp on the CPU.
+GPU_VNP = """
+import os, pathlib, sys, time
+running = pathlib.Path(sys.argv[0]).with_name("running")
+running.mkdir(exist_ok=True)
+(running / os.environ["CUDA_VISIBLE_DEVICES"]).touch()
+deadline = time.monotonic() + 60
+while len(list(running.iterdir())) < 4:
+    if time.monotonic() > deadline:
+        sys.exit(f"only GPUs {sorted(p.name for p in running.iterdir())} were in use at once")
+    time.sleep(0.1)
+args = sys.argv[1:]
+at = args.index("--gpus")
+args[at:at + 2] = ["--cpu"]
+os.execv(sys.executable, [sys.executable, "-m", "vnp", *args])
+"""
+
+
+@pytest.mark.slow
+def test_four_samples_run_at_once_on_four_different_gpus(tmp_path, cache_dir):
+    wrapper = tmp_path / "gpu_vnp.py"
+    wrapper.write_text(GPU_VNP)
+    names = ["s1", "s2", "s3", "s4"]
+    write_sheet(tmp_path, {name: COHORT["orfs"] for name in names})
+    snakemake(tmp_path, "--resources", "gpu=4", cache_dir=cache_dir, cores=4,
+              config=("gpus_per_job=1", f"vnp={sys.executable} {wrapper}"))
+    rows = read_summary(tmp_path / "out" / "cohort_summary.tsv")
+    assert [row["sample"] for row in rows] == names
+    assert sorted(row["gpu_ids"] for row in rows) == ["0", "1", "2", "3"]
+    assert {row["host"] for row in rows} == {socket.gethostname()}
+    assert [row["validated"] for row in rows] == ["true"] * 4
+
+
 def test_gpu_jobs_declare_their_gpus_and_threads(tmp_path, cache_dir):
     write_sheet(tmp_path, {"orfs": COHORT["orfs"]})
     plan = snakemake(tmp_path, "--dry-run", "--printshellcmds", cache_dir=cache_dir, cores=8,
                      config=("gpus_per_job=2", "threads_per_job=4", "model_size=full", "extra=-m 300")).stdout
     assert "gpu=2" in plan
     assert "--threads 4 --gpus 0,1 --model-size full -m 300" in plan and "--cpu" not in plan
+    assert "gpu_slot.py --take 2 --pool '' --record" in plan  # no --resources gpu=N: gpu_slot refuses, saying so
+    with_pool = snakemake(tmp_path, "--dry-run", "--printshellcmds", "--resources", "gpu=4", cache_dir=cache_dir,
+                          config=("gpus_per_job=2",)).stdout
+    assert "gpu_slot.py --take 2 --pool 0,1,2,3 --record out/logs/orfs.gpus --" in with_pool
 
 
 @pytest.mark.parametrize("sheet, reason", [
@@ -204,8 +246,10 @@ def write_sample(sample_dir: Path, *, frames_in: int, status: str = "ok") -> Non
         "Sequence_ID\tPrediction\tscore1\tscore2\nr1_chunk_1R1\tvirus\t0.1\t0.9\nr1_chunk_1F2\tothers\t0.8\t0.2\n")
     (sample_dir / "prediction_results_highestscore.csv").write_text('Modified_ID\tIs_Virus\n"r1,_chunk_1"\tTrue\n')
     record = {"input": {"reads": 1, "frames": frames_in, "chunks_with_frame": 1}, "wall_seconds": 12.34,
-              "config": {"devices": ["cuda:0", "cuda:1"]}, "exit": {"status": status}}
+              "config": {"devices": ["cuda:0", "cuda:1"]}, "host": {"hostname": "node7"}, "exit": {"status": status}}
     (sample_dir / "run.json").write_text(json.dumps(record))
+    (sample_dir.parent / "logs").mkdir(exist_ok=True)
+    (sample_dir.parent / "logs" / f"{sample_dir.name}.gpus").write_text("2,3\n")  # gpu_slot.py's record
 
 
 def test_the_summary_validates_records_in_against_records_out_itself(tmp_path):
@@ -213,9 +257,9 @@ def test_the_summary_validates_records_in_against_records_out_itself(tmp_path):
     write_sample(tmp_path / "lost_a_frame", frames_in=3)
     write_sample(tmp_path / "failed", frames_in=2, status="failed")
     summary = tmp_path / "cohort_summary.tsv"
-    subprocess.run([sys.executable, str(SUMMARY_SCRIPT), "-o", str(summary), *(str(tmp_path / name) for name in
-                    ("agrees", "lost_a_frame", "failed"))], check=True)
+    subprocess.run([sys.executable, str(SUMMARY_SCRIPT), "-o", str(summary), "--gpu-records", str(tmp_path / "logs"),
+                    *(str(tmp_path / name) for name in ("agrees", "lost_a_frame", "failed"))], check=True)
     rows = read_summary(summary)
     assert rows[0] == {"sample": "agrees", "reads": "1", "frames": "2", "chunks_called_viral": "1",
-                       "wall_seconds": "12.3", "gpus": "2", "validated": "true"}
+                       "wall_seconds": "12.3", "gpus": "2", "host": "node7", "gpu_ids": "2,3", "validated": "true"}
     assert [row["validated"] for row in rows] == ["true", "false", "false"]

@@ -1,10 +1,11 @@
 """One row per sample from its `vnp predict` output directory: what went in, what came out, and whether they agree.
 
-    python cohort_summary.py -o cohort_summary.tsv OUTDIR/sample1 OUTDIR/sample2 ...
+    python cohort_summary.py -o cohort_summary.tsv --gpu-records OUTDIR/logs OUTDIR/sample1 OUTDIR/sample2 ...
 
-The sample is the directory's name. "validated" is checked here, from the files themselves, not taken from
-vnp: the run ended ok, every frame counted on the way in has a row in prediction_results.txt, and every chunk
-with a frame has a row in prediction_results_highestscore.csv.
+The sample is the directory's name. Where it ran: its host (from run.json) and the CUDA_VISIBLE_DEVICES its run
+had, which the workflow's gpu_slot.py wrote to GPU_RECORDS/<sample>.gpus. "validated" is checked here, from the
+files themselves, not taken from vnp: the run ended ok, every frame counted on the way in has a row in
+prediction_results.txt, and every chunk with a frame has a row in prediction_results_highestscore.csv.
 """
 
 import argparse
@@ -12,7 +13,7 @@ import csv
 import json
 from pathlib import Path
 
-COLUMNS = ("sample", "reads", "frames", "chunks_called_viral", "wall_seconds", "gpus", "validated")
+COLUMNS = ("sample", "reads", "frames", "chunks_called_viral", "wall_seconds", "gpus", "host", "gpu_ids", "validated")
 
 
 def rows_after_header(path: Path) -> list[list[str]]:
@@ -20,7 +21,7 @@ def rows_after_header(path: Path) -> list[list[str]]:
         return list(csv.reader(handle, delimiter="\t"))[1:]  # the original's writer quotes IDs like a CSV
 
 
-def summarise(sample_dir: Path) -> dict:
+def summarise(sample_dir: Path, gpu_records: Path) -> dict:
     record = json.loads((sample_dir / "run.json").read_text())
     frames_out = rows_after_header(sample_dir / "prediction_results.txt")
     calls = rows_after_header(sample_dir / "prediction_results_highestscore.csv")
@@ -34,6 +35,8 @@ def summarise(sample_dir: Path) -> dict:
         "chunks_called_viral": sum(row[1] == "True" for row in calls),
         "wall_seconds": f"{record['wall_seconds']:.1f}",
         "gpus": sum(device != "cpu" for device in record["config"]["devices"]),
+        "host": record["host"]["hostname"],
+        "gpu_ids": (gpu_records / f"{sample_dir.name}.gpus").read_text().strip(),
         "validated": str(validated).lower(),
     }
 
@@ -41,9 +44,11 @@ def summarise(sample_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", type=Path, required=True, help="the summary TSV to write")
+    parser.add_argument("--gpu-records", type=Path, required=True,
+                        help="the directory of the workflow's <sample>.gpus files (CUDA_VISIBLE_DEVICES per sample)")
     parser.add_argument("sample_dirs", nargs="+", type=Path, help="one vnp predict output directory per sample")
     args = parser.parse_args()
-    rows = [summarise(directory) for directory in args.sample_dirs]
+    rows = [summarise(directory, args.gpu_records) for directory in args.sample_dirs]
     with args.output.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS, delimiter="\t", lineterminator="\n")
         writer.writeheader()
