@@ -12,7 +12,8 @@ import numpy as np
 from benchmarks.harness.stagework import stage_work
 
 GPU_STAGES = ("dnabert", "esm2", "classify")
-TIMES = ("wall_seconds", "seconds_per_million_esm_tokens", "projected_full_sample_hours")  # gone when resumed
+TIMES = ("wall_seconds", "seconds_per_million_esm_tokens", "seconds_per_million_reads",
+         "esm2_seconds_per_million_tokens", "projected_full_sample_hours")  # gone when resumed
 
 
 def summarise(rec: dict, full_sample: dict | None = None) -> dict:
@@ -31,9 +32,13 @@ def summarise(rec: dict, full_sample: dict | None = None) -> dict:
     host_rss = rec["samples"]["host"]["rss_bytes"]
     gpu_leak, host_leak = leak_per_batch(rec)
     without_wait, cpu = stage_scheduling(rec)
+    reads = harness["expected"].get("reads")
+    esm2_seconds = next((s.get("seconds") for s in run.get("stages") or [] if s.get("name") == "esm2"), None)
     summary = {
         "wall_seconds": wall,
         "seconds_per_million_esm_tokens": wall / (esm_tokens / 1e6) if esm_tokens else None,
+        "seconds_per_million_reads": wall / (reads / 1e6) if reads else None,
+        "esm2_seconds_per_million_tokens": esm2_seconds / (esm_tokens / 1e6) if esm_tokens and esm2_seconds else None,
         "model_load_seconds": run.get("model_load_seconds"),
         "projected_full_sample_hours": projected_hours(rec, full_sample),
         "peak_host_rss_bytes": max(host_rss, default=None),

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.harness import datasets, host, record, targets
+from benchmarks.harness import datasets, host, peer_programs, record, targets
 from benchmarks.harness import scale as scales
 from benchmarks.harness.samplers import Sampler
 
@@ -47,12 +47,13 @@ class RunSpec:
     variant: str = "all"
     options: tuple = ()  # ((name, value), ...)
     env: tuple = ()  # ((name, value), ...)
+    program: str = ""  # "" the command under test (targets.current()); "original" or "fork": VirNucPro's
 
     @classmethod
     def make(cls, suite: str, role: str, gpus: int = 1, variant: str = "all", options: dict | None = None,
-             env: dict | None = None) -> RunSpec:
+             env: dict | None = None, program: str = "") -> RunSpec:
         return cls(suite, role, int(gpus), variant, tuple(sorted((options or {}).items())),
-                   tuple(sorted((env or {}).items())))
+                   tuple(sorted((env or {}).items())), program)
 
     @property
     def key(self) -> str:
@@ -91,16 +92,20 @@ def device_options(spec: RunSpec, scale: scales.Scale) -> dict:
 
 
 def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Target | None = None,
-            sampling: bool = True, resume: bool = True) -> dict:
+            sampling: bool = True, resume: bool = True, keep_outputs: Path | None = None) -> dict:
     """Run `spec` once, measured and validated; return its RunRecord (also written to disk).
 
     `sampling=False` runs without the NVML and psutil samplers (to measure what they cost);
-    `resume=False` starts over even where an interrupted attempt left its work (for asv's own timing).
+    `resume=False` starts over even where an interrupted attempt left its work (for asv's own timing);
+    `keep_outputs`: a folder to copy the validated run's two output files to (to compare them afterwards).
     """
     scale = scale or scales.current()
-    target = target or targets.current()
     if spec.role not in scale.datasets:
         raise Skip(f"the {scale.name} scale has no {spec.role} dataset")
+    try:
+        target = target or targets.for_program(spec.program, scale)
+    except peer_programs.Missing as missing:
+        raise Skip(str(missing)) from None
     devices = device_options(spec, scale)
     try:
         data = datasets.get(scale.datasets[spec.role])
@@ -128,7 +133,7 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
     env = {**os.environ, **dict(spec.env), **target.environment(options)}
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # CUDA numbers GPUs as NVML (the sampler) does
     workdir.mkdir(parents=True, exist_ok=True)
-    _say(f"{name}-r{repeat}: {'resuming' if resumed else 'running'} {' '.join(argv[argv.index(str(data.path)):])}")
+    _say(f"{name}-r{repeat}: {'resuming' if resumed else 'running'} {' '.join(argv[len(target.command):])}")
 
     busy_before = host.wait_for_idle_gpus(devices.get("gpus") or [])
     exit_code, timed_out, started_at, ended_at, sampler = _run(argv, env, limit, workdir / "pipeline.log",
@@ -150,7 +155,7 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
         "exit_code": exit_code, "limit_s": limit, "validated": not problems, "problems": problems,
         "records_in": data.composition["frames"], "records_out": results_rows,
         "consensus_in": data.composition["chunks_with_frame"], "consensus_out": consensus_rows,
-        "expected": data.composition, "resumed": resumed,
+        "expected": data.composition, "resumed": resumed, "target_setup": target.setup(),
         "sampler_interval_s": interval if sampling else None,
         "sampler_cpu_seconds": sampler.cpu_seconds if sampler else None,
         "log_tail": _tail(workdir / "pipeline.log") if problems else None,
@@ -166,6 +171,10 @@ def execute(spec: RunSpec, scale: scales.Scale | None = None, target: targets.Ta
     if problems:
         tail = f" ({harness['log_tail']})" if harness["log_tail"] else ""
         raise RunFailed(f"{name}-r{repeat}: {verdict}{tail}")
+    if keep_outputs:
+        keep_outputs.mkdir(parents=True, exist_ok=True)
+        for path in (results_path, consensus_path):
+            shutil.copyfile(path, keep_outputs / path.name)
     if not os.environ.get("VNP_BENCH_KEEP"):
         shutil.rmtree(workdir, ignore_errors=True)
     return result

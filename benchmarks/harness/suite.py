@@ -51,13 +51,14 @@ class PipelineSuite:
     setup_cache.timeout = 120
 
     def run(self, memo_dir: str, spec: runs.RunSpec) -> list[dict]:
-        """Metrics of each run of `spec` (one dict per repeat): from the memo, or by running it now."""
-        memo = Path(memo_dir) / f"{spec.key}-{hashlib.sha256(repr(spec).encode()).hexdigest()[:12]}.json"
+        """Metrics of each run of `spec` (one dict per repeat): from the memo, or by running it now. The last
+        run's two output files stay in `outputs(memo_dir, spec)`, for suites that compare programs."""
+        memo = Path(memo_dir) / f"{_memo_key(spec)}.json"
         if memo.exists():
             entry = json.loads(memo.read_text())
         else:
             _warm_up(Path(memo_dir))
-            entry = _measure(spec, SCALE.repeats if spec.suite == CORE_SUITE else 1)
+            entry = _measure(spec, SCALE.repeats if spec.suite == CORE_SUITE else 1, outputs(memo_dir, spec))
             memo.write_text(json.dumps(entry))
         if entry["status"] == "skip":
             raise NotImplementedError(entry["reason"])
@@ -69,11 +70,21 @@ class PipelineSuite:
 CORE_SUITE = "end_to_end"
 
 
+def _memo_key(spec: runs.RunSpec) -> str:
+    return f"{spec.key}-{hashlib.sha256(repr(spec).encode()).hexdigest()[:12]}"
+
+
+def outputs(memo_dir: str, spec: runs.RunSpec) -> Path:
+    """Where the memo keeps the output files of `spec`'s last run."""
+    return Path(memo_dir) / "outputs" / _memo_key(spec)
+
+
 def spec(suite: str, role: str, gpus: int, variant: str = "all", options: dict | None = None,
-         env: dict | None = None) -> runs.RunSpec:
+         env: dict | None = None, program: str = "") -> runs.RunSpec:
     """A run with the scale's fixed thread count and environment on top of `options` and `env`."""
     pinned = {"threads": SCALE.threads} if SCALE.threads else {}
-    return runs.RunSpec.make(suite, role, gpus, variant, {**pinned, **(options or {})}, {**SCALE.env, **(env or {})})
+    return runs.RunSpec.make(suite, role, gpus, variant, {**pinned, **(options or {})}, {**SCALE.env, **(env or {})},
+                             program)
 
 
 def core_run(role: str, gpus: int) -> runs.RunSpec:
@@ -90,12 +101,12 @@ def _warm_up(memo_dir: Path) -> None:
         marker.touch()
 
 
-def _measure(spec: runs.RunSpec, repeats: int) -> dict:
+def _measure(spec: runs.RunSpec, repeats: int, keep_outputs: Path | None = None) -> dict:
     full = datasets.load_definitions()["datasets"].get("full")
     summaries = []
     try:
         for _ in range(repeats):
-            summaries.append(metrics.summarise(runs.execute(spec, SCALE), full))
+            summaries.append(metrics.summarise(runs.execute(spec, SCALE, keep_outputs=keep_outputs), full))
     except runs.Skip as reason:
         return {"status": "skip", "reason": str(reason)}
     except runs.RunFailed as reason:

@@ -23,6 +23,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks.harness import peer_programs, weights_kit
+
 RESULTS = "prediction_results.txt"
 CONSENSUS = "prediction_results_highestscore.csv"
 FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
@@ -35,7 +37,7 @@ STATE_STAGES = {
 }
 
 
-SWITCHES = ("cpu", "resume", "quiet", "expandable_segments")  # flags without a --no- form
+SWITCHES = ("cpu", "resume", "quiet", "expandable_segments", "force")  # flags without a --no- form
 
 
 class Unsupported(Exception):
@@ -58,7 +60,8 @@ class Target:
     def flags(self) -> frozenset[str]:
         """Every option the command's --help mentions."""
         try:
-            done = subprocess.run([*self.command, "--help"], capture_output=True, text=True, timeout=120)
+            done = subprocess.run([*self.command, "--help"], capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, **self.environment({})})
         except (OSError, subprocess.TimeoutExpired) as error:
             raise CommandFailed(f"{shlex.join(self.command)} --help failed: {error}") from None
         if done.returncode != 0:
@@ -68,6 +71,7 @@ class Target:
 
     def argv(self, input_path: Path, outdir: Path, options: dict) -> list[str]:
         """The command line for one run; `Unsupported` if the command lacks a flag the options need."""
+        options = self._with_kit(options)
         flags = []
         for name, value in options.items():
             flags += self._flag(name, value)
@@ -75,6 +79,19 @@ class Target:
             if flag.startswith("-") and flag not in self.flags:
                 raise Unsupported(f"{self.name} has no {flag} (needed for {self._describe(options)})")
         return [*self.command, str(input_path), "-o", str(outdir), *flags]
+
+    @staticmethod
+    def _with_kit(options: dict) -> dict:
+        """`weights_kit`: vnp's weight options for the kit's files, which bring their own shapes (no --model-size)."""
+        if not options.get("weights_kit"):
+            return options
+        kit = weights_kit.Kit.open(options["weights_kit"])
+        rest = {k: v for k, v in options.items() if k not in ("weights_kit", "model_size")}
+        return {**rest, **kit.vnp_options(int(options.get("model_type") or 500))}
+
+    def setup(self) -> dict:
+        """What the target set up for the command (clone, commit, packages, variables), for the run's record."""
+        return {}
 
     def _flag(self, name: str, value) -> list[str]:
         if value is None or (value is False and name in SWITCHES):
@@ -123,13 +140,103 @@ class CliTarget(Target):
             return run
         state = outdir / ".checkpoints" / "pipeline_state.json"
         stages = stages_from_pipeline_state(json.loads(state.read_text())) if state.exists() else []
-        return {
-            "schema": "vnp-run/1", "tool": {"name": self.command[0], "version": None, "commit": None},
-            "argv": None, "host": None, "config": None, "synthetic_weights": None, "input": None, "output": None,
-            "stages": stages, "workers": [], "model_load_seconds": None,
-            "started_at": started_at, "ended_at": ended_at, "wall_seconds": ended_at - started_at,
-            "resumed": None, "exit": {"status": "ok" if exit_code == 0 else "failed", "code": exit_code, "error": None},
-        }
+        return observed_run({"name": self.command[0], "version": None, "commit": None}, stages, exit_code,
+                            started_at, ended_at)
+
+
+def observed_run(tool: dict, stages: list[dict], exit_code: int, started_at: float, ended_at: float) -> dict:
+    """A vnp-run/1-shaped run record for a command that writes none: what the harness saw from outside."""
+    return {
+        "schema": "vnp-run/1", "tool": tool,
+        "argv": None, "host": None, "config": None, "synthetic_weights": None, "input": None, "output": None,
+        "stages": stages, "workers": [], "model_load_seconds": None,
+        "started_at": started_at, "ended_at": ended_at, "wall_seconds": ended_at - started_at,
+        "resumed": None, "exit": {"status": "ok" if exit_code == 0 else "failed", "code": exit_code, "error": None},
+    }
+
+
+class OriginalTarget(Target):
+    """VirNucPro's original, `python prediction.py INPUT 300|500 MODEL`, from a clone (peer_programs.py).
+
+    It takes no options and writes beside its input, so the target links the input into OUTDIR and finds the
+    results in OUTDIR/reads_merged/. The weights are the kit's: fair-esm and transformers find them through
+    TORCH_HOME and HF_HOME, the classifier is the kit's pickled module. It uses one GPU (cuda:0), chosen with
+    CUDA_VISIBLE_DEVICES, and computes in fp32; anything else it cannot do is `Unsupported`. Its stage times
+    are the times it wrote each stage's last file (it reports none): preprocess (the kept frames), DNABERT-S
+    and ESM-2 (their feature files: model loads included, once per 10,000 frames as it does), merge, classify,
+    consensus.
+    """
+
+    STEM = "reads"  # the linked input's name: the original cuts paths at their first ".fa"
+    IGNORED = ("model_size", "weights_kit", "quiet")  # the kit decides the models; nothing to silence
+
+    def __init__(self, clone: Path, kit: weights_kit.Kit, site: Path | None = None):
+        super().__init__("original", [sys.executable, str(clone / "prediction.py")])
+        self.clone, self.kit, self.site = clone, kit, site
+
+    @property
+    def flags(self) -> frozenset[str]:
+        return frozenset()
+
+    def argv(self, input_path: Path, outdir: Path, options: dict) -> list[str]:
+        settings = self._settings(options)
+        if ".fa" in str(outdir):
+            raise Unsupported(f"the original cuts paths at their first '.fa', and {outdir} has one")
+        outdir.mkdir(parents=True, exist_ok=True)
+        staged = outdir / f"{self.STEM}.fa"
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(Path(input_path).resolve())
+        model_type = settings["model_type"]
+        return [*self.command, str(staged), str(model_type), str(self.kit.classifier(model_type))]
+
+    def _settings(self, options: dict) -> dict:
+        settings = {"model_type": 500, "devices": None, "threads": None}
+        for name, value in options.items():
+            if value is None or value is False or name in self.IGNORED:
+                continue
+            if name == "model_type":
+                settings["model_type"] = int(value)
+            elif name == "gpus" and len(value) == 1:
+                settings["devices"] = str(value[0])
+            elif name == "cpu":
+                settings["devices"] = ""  # no GPU visible: it runs on the CPU
+            elif name == "threads":
+                settings["threads"] = str(value)
+            elif not (name == "precision" and value == "fp32"):
+                raise Unsupported(f"the original cannot run with {name}={value} (one GPU, fp32, no options)")
+        return settings
+
+    def environment(self, options: dict) -> dict:
+        settings = self._settings(options)
+        env = {**self.kit.environment(), "PYTHONPATH": peer_programs.python_path(self.site)}
+        if settings["devices"] is not None:
+            env["CUDA_VISIBLE_DEVICES"] = settings["devices"]
+        if settings["threads"]:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = settings["threads"]
+        return env
+
+    def setup(self) -> dict:
+        return {**peer_programs.describe(self.clone), "kit": str(self.kit.root),
+                "packages": peer_programs.packages(self.site), "environment": self.environment({})}
+
+    def read_run(self, outdir: Path, exit_code: int, started_at: float, ended_at: float) -> dict | None:
+        stem, merged = self.STEM, outdir / f"{self.STEM}_merged"
+        last_files = (("preprocess", [outdir / f"{stem}_identified_protein.faa"]),
+                      ("dnabert", list(outdir.glob(f"{stem}_nucleotide/*_DNABERT_S.pt"))),
+                      ("esm2", list(outdir.glob(f"{stem}_protein/*_ESM.pt"))),
+                      ("merge", list(merged.glob("*_merged.pt"))),
+                      ("classify", [merged / RESULTS]), ("consensus", [merged / CONSENSUS]))
+        stages, start = [], started_at
+        for name, files in last_files:
+            written = [p.stat().st_mtime for p in files if p.exists()]
+            if not written:
+                break
+            end = max(written)
+            stages.append({"name": name, "start": start, "end": end, "seconds": end - start, "items": None,
+                           "tokens": None, "devices": [], "sources": ["file times"]})
+            start = end
+        tool = {"name": "virnucpro-original", "version": None, "commit": peer_programs.describe(self.clone)["commit"]}
+        return observed_run(tool, stages, exit_code, started_at, ended_at)
 
 
 def stages_from_pipeline_state(state: dict) -> list[dict]:
@@ -160,8 +267,73 @@ def _utc_seconds(stamp: str | None) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
+class ForkTarget(CliTarget):
+    """The Broad Institute fork, `python -m virnucpro predict`, from a clone or installed in asv's environment.
+
+    Its stage times are in OUTDIR/.checkpoints/pipeline_state.json, its outputs in OUTDIR/*_merged/ (CliTarget).
+    The weights are the kit's (TORCH_HOME, HF_HOME; the classifier with -p); it asks before replacing an
+    existing OUTDIR and has no terminal here, so every fresh run says --force. Semantic options it lacks a flag
+    for are `Unsupported` (the flags its --help lists decide, so an old commit is skipped, not run otherwise);
+    two are environment, as the fork reads them: `precision="fp32"` (VIRNUCPRO_DISABLE_FP16=1; by default it
+    runs ESM-2 in half precision), and `flash_attention` (its FlashAttention path, which it takes with
+    --parallel when `flash_attn` imports: `flash_attn_compat/` first on its path stands in for flash-attn,
+    a CUDA extension an offline host cannot build).
+    """
+
+    def __init__(self, command: list[str], kit: weights_kit.Kit, site: Path | None = None, clone: Path | None = None):
+        super().__init__("fork", command)
+        self.kit, self.site, self.clone = kit, site, clone
+
+    @classmethod
+    def from_clone(cls, clone: Path, kit: weights_kit.Kit, site: Path | None = None) -> ForkTarget:
+        return cls([sys.executable, "-m", "virnucpro", "predict"], kit, site, clone)
+
+    def argv(self, input_path: Path, outdir: Path, options: dict) -> list[str]:
+        if options.get("precision") not in (None, "fp32"):
+            raise Unsupported(f"the fork chooses its own precision (fp32 only on request), not {options['precision']}")
+        if options.get("flash_attention") and not options.get("parallel"):
+            raise Unsupported("the fork's FlashAttention path is its --parallel one")
+        if options.get("parallel") and options.get("cpu"):
+            raise Unsupported("the fork's --parallel path (v2.0's packed ESM-2 workers) runs on CUDA only")
+        fork = {k: v for k, v in options.items() if k not in ("model_size", "weights_kit", "precision",
+                                                               "flash_attention")}
+        fork["model_path"] = str(self.kit.classifier(int(options.get("model_type") or 500)))
+        fork["force"] = not options.get("resume")
+        return super().argv(input_path, outdir, fork)
+
+    def environment(self, options: dict) -> dict:
+        shim = Path(__file__).with_name("flash_attn_compat") if options.get("flash_attention") else None
+        env = {**self.kit.environment(), "PYTHONPATH": peer_programs.python_path(shim, self.site, self.clone)}
+        if options.get("precision") == "fp32":
+            env["VIRNUCPRO_DISABLE_FP16"] = "1"
+        return env
+
+    def setup(self) -> dict:
+        where = peer_programs.describe(self.clone) if self.clone else {"installed": " ".join(self.command)}
+        return {**where, "kit": str(self.kit.root), "packages": peer_programs.packages(self.site),
+                "environment": self.environment({})}
+
+
+def for_program(program: str, scale) -> Target:
+    """The target of a run: "" the command under test, or one of VirNucPro's programs from its clone
+    (`peer_programs.Missing` when it is not here)."""
+    if not program:
+        return current()
+    if program == "original":
+        return OriginalTarget(peer_programs.clone("original"), peer_programs.kit(scale), peer_programs.site())
+    if program == "fork":
+        return ForkTarget.from_clone(peer_programs.clone("fork"), peer_programs.kit(scale), peer_programs.site())
+    raise ValueError(f"unknown program {program!r}")
+
+
 def current() -> Target:
-    """`cli` when VNP_BENCH_COMMAND names a command, else `vnp` from this Python's environment."""
+    """`fork` when VNP_BENCH_TARGET=fork (the fork installed in this Python's environment: its asv configuration,
+    scripts/fork_bench.sh), `cli` when VNP_BENCH_COMMAND names a command, else `vnp` from this environment."""
+    if os.environ.get("VNP_BENCH_TARGET") == "fork":
+        from benchmarks.harness import scale
+
+        return ForkTarget([sys.executable, "-m", "virnucpro", "predict"], peer_programs.kit(scale.current()),
+                          peer_programs.site())
     command = os.environ.get("VNP_BENCH_COMMAND")
     if command:
         return CliTarget("cli", shlex.split(command))

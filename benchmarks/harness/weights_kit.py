@@ -61,11 +61,8 @@ DNABERT_CONFIG = {  # DNABERT-S's published config.json, less what only training
     "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.0, "max_position_embeddings": 512,
     "type_vocab_size": 2, "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
     "position_embedding_type": "absolute", "alibi_starting_size": 512, "torch_dtype": "float32",
-    # The published auto_map also names configuration_bert.BertConfig for AutoConfig; transformers from 4.31 on
-    # refuses that pair (the model class declares transformers' own BertConfig), and 4.30, the original's pin,
-    # needs tokenizers 0.13, which has no wheel past Python 3.11. Without it, transformers' BertConfig reads
-    # the same values (alibi_starting_size included) and every 4.x from 4.30 loads the model.
-    "auto_map": {"AutoModel": "bert_layers.BertModel", "AutoModelForMaskedLM": "bert_layers.BertForMaskedLM"},
+    "auto_map": {"AutoConfig": "configuration_bert.BertConfig", "AutoModel": "bert_layers.BertModel",
+                 "AutoModelForMaskedLM": "bert_layers.BertForMaskedLM"},
 }
 DNABERT_SPECIALS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")  # ids 0..4, as DNABERT-S has them
 CLASSIFIER_HIDDEN = 512  # the original's training script: MLPClassifier(input_dim, 512, 2)
