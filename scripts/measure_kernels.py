@@ -10,10 +10,12 @@ ones of the same batch. Steps, in order (``--steps REGEX`` picks some):
 
 - kernels: each fused kernel against its torch reference on this GPU (bf16), before anything relies on them;
 - ESM-2 3B on 64,875 tokens of 51-52-token frames (the batch issue 22 profiled): eager, fused, fused with fair-esm's
-  erf GELU instead of the epilogue's tanh, fused with our attention kernel instead of torch's varlen one;
+  erf GELU instead of the epilogue's tanh, fused with our attention kernel and with the memory-efficient kernel's
+  varlen form instead of torch's flash varlen_attn;
 - ESM-2 on frames of 40-61 tokens (more than 8 lengths: the eager attention's padded path): eager, fused;
 - ESM-2 fp8 on the fused path: the linears in fp8, the fidelity gate's cosine bar against eager bf16;
-- DNABERT-S on 65,536 tokens of 22-46-token frames: eager, fused;
+- DNABERT-S on 65,536 tokens of 22-46-token frames: eager, fused (our attention with ALiBi), fused with flash's
+  varlen kernel taking the ALiBi slopes;
 - typical: `vnp predict` of the 20,000-read dataset eager and fused, their calls compared (if time is left).
 
 The JSON is rewritten after every step; a step that fails records its error and the others still run, and no
@@ -83,14 +85,17 @@ def main() -> None:
     step("esm2 eager 51-52", runner.profile, "esm2", "eager", "51-52", {})
     step("esm2 fused 51-52", runner.profile, "esm2", "fused", "51-52", {})
     step("esm2 fused 51-52 erf GELU", runner.profile, "esm2", "fused", "51-52", {"VNP_FUSED_GELU": "none"})
-    step("esm2 fused 51-52 triton attention", runner.profile, "esm2", "fused", "51-52",
-         {"VNP_FUSED_ATTENTION": "triton"})
+    for attention in ("triton", "efficient"):
+        step(f"esm2 fused 51-52 {attention} attention", runner.profile, "esm2", "fused", "51-52",
+             {"VNP_FUSED_ATTENTION_ESM2": attention})
     step("esm2 eager 40-61", runner.profile, "esm2", "eager", "40-61", {})
     step("esm2 fused 40-61", runner.profile, "esm2", "fused", "40-61", {})
     step("esm2 fp8 fused 51-52", runner.profile_fp8)
     runner.drop("esm2")
     step("dnabert eager 22-46", runner.profile, "dnabert", "eager", "22-46", {})
     step("dnabert fused 22-46", runner.profile, "dnabert", "fused", "22-46", {})
+    step("dnabert fused 22-46 flash attention", runner.profile, "dnabert", "fused", "22-46",
+         {"VNP_FUSED_ATTENTION_DNABERT": "flash"})
     runner.drop("dnabert")
     step("typical eager vs fused", runner.typical, budget=TYPICAL_SECONDS)
     document["build_seconds"] = runner.build_seconds

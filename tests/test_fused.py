@@ -135,6 +135,16 @@ def test_a_kernel_that_computes_wrong_leaves_the_model_eager(device, monkeypatch
     assert model.fused is None
 
 
+@pytest.mark.parametrize("model_class, variable, value, reason", [
+    (ESM2, "VNP_FUSED_ATTENTION_ESM2", "xformers", "choose one of varlen, efficient, flash, triton"),
+    (DNABERT, "VNP_FUSED_ATTENTION_DNABERT", "varlen", "that kernel cannot add ALiBi")])
+def test_an_attention_kernel_that_cannot_serve_leaves_the_model_eager(device, monkeypatch, model_class, variable,
+                                                                       value, reason):
+    monkeypatch.setenv(variable, value)
+    model = tiny(model_class, device, torch.float32)
+    assert reason in fuse(model) and model.fused is None
+
+
 # -- vnp predict --kernels fused -----------------------------------------------------------------------------
 def test_predict_falls_back_in_one_line_with_the_eager_results(tmp_path, cache_dir):  # noqa: F811
     eager, asked = tmp_path / "eager", tmp_path / "fused"
