@@ -6,17 +6,18 @@ In process, with vnp's own profile functions (what `vnp profile` runs) on the fu
 weights in bf16, each built once by the first step that needs it: each step runs one packed batch (a warm-up,
 ``--repeats`` timed passes, one under torch's profiler) and the same shapes' GEMMs alone, then groups the kernels by
 the harness's rules (`benchmarks/harness/kernel_groups.py`) and compares the pooled embeddings with the eager bf16
-ones of the same batch. Steps, in order (``--steps REGEX`` picks some):
+ones of the same batch. Steps, the most telling first (``--steps REGEX`` picks some):
 
 - kernels: each fused kernel against its torch reference on this GPU (bf16), before anything relies on them;
-- ESM-2 3B on 64,875 tokens of 51-52-token frames (the batch issue 22 profiled): eager, fused, fused with fair-esm's
-  erf GELU instead of the epilogue's tanh, fused with our attention kernel and with the memory-efficient kernel's
-  varlen form instead of torch's flash varlen_attn;
-- ESM-2 on frames of 40-61 tokens (more than 8 lengths: the eager attention's padded path): eager, fused;
-- ESM-2 fp8 on the fused path: the linears in fp8, the fidelity gate's cosine bar against eager bf16;
-- DNABERT-S on 65,536 tokens of 22-46-token frames: eager, fused (our attention with ALiBi), fused with flash's
-  varlen kernel taking the ALiBi slopes;
-- typical: `vnp predict` of the 20,000-read dataset eager and fused, their calls compared (if time is left).
+- ESM-2 3B on 64,875 tokens of 51-52-token frames (the batch issue 22 profiled), eager and fused; DNABERT-S on
+  65,536 tokens of 22-46-token frames, eager and fused (our attention, ALiBi in the kernel);
+- fidelity: on a smaller batch of the same frames, eager bf16 and fused bf16 each against the same weights in fp32
+  (how far each is from the exact result, beside how far they are from each other);
+- typical: `vnp predict` of the 20,000-read dataset eager and fused, the calls compared;
+- ESM-2 fused with fair-esm's erf GELU instead of the epilogue's tanh, with our attention kernel and with the
+  memory-efficient kernel's varlen form instead of torch's flash varlen_attn; frames of 40-61 tokens (more than
+  8 lengths: the eager attention's padded path) eager and fused; fp8 linears on the fused path, against eager
+  bf16 with the fp8 gate's cosine bar; DNABERT-S fused with flash's varlen kernel taking the ALiBi slopes.
 
 The JSON is rewritten after every step; a step that fails records its error and the others still run, and no
 step starts after ``--budget`` seconds.
@@ -44,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--budget", type=float, default=170.0,
+    parser.add_argument("--budget", type=float, default=150.0,
                         help="start no step after this many seconds; the typical runs are killed 10 s after it")
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--model-size", default="full", choices=("tiny", "full"), help="tiny: a dry run")
@@ -81,23 +82,28 @@ def main() -> None:
 
     document["host"] = step("host", host)
     runner = Runner(args)
+
+    def profile(model: str, kernels: str, lengths: str, **environment) -> None:
+        name = " ".join([model, kernels, lengths, *(f"{key}={value}" for key, value in environment.items())])
+        step(name, runner.profile, model, kernels, lengths, environment)
+
+    # the most telling first: a run cut short keeps them
     step("kernels", runner.check_kernels)
-    step("esm2 eager 51-52", runner.profile, "esm2", "eager", "51-52", {})
-    step("esm2 fused 51-52", runner.profile, "esm2", "fused", "51-52", {})
-    step("esm2 fused 51-52 erf GELU", runner.profile, "esm2", "fused", "51-52", {"VNP_FUSED_GELU": "none"})
-    for attention in ("triton", "efficient"):
-        step(f"esm2 fused 51-52 {attention} attention", runner.profile, "esm2", "fused", "51-52",
-             {"VNP_FUSED_ATTENTION_ESM2": attention})
-    step("esm2 eager 40-61", runner.profile, "esm2", "eager", "40-61", {})
-    step("esm2 fused 40-61", runner.profile, "esm2", "fused", "40-61", {})
-    step("esm2 fp8 fused 51-52", runner.profile_fp8)
-    runner.drop("esm2")
-    step("dnabert eager 22-46", runner.profile, "dnabert", "eager", "22-46", {})
-    step("dnabert fused 22-46", runner.profile, "dnabert", "fused", "22-46", {})
-    step("dnabert fused 22-46 flash attention", runner.profile, "dnabert", "fused", "22-46",
-         {"VNP_FUSED_ATTENTION_DNABERT": "flash"})
-    runner.drop("dnabert")
+    profile("esm2", "eager", "51-52")
+    profile("esm2", "fused", "51-52")
+    step("esm2 fidelity against fp32", runner.fidelity, "esm2", "51-52")
+    profile("dnabert", "eager", "22-46")
+    profile("dnabert", "fused", "22-46")
+    step("dnabert fidelity against fp32", runner.fidelity, "dnabert", "22-46")
+    runner.drop()  # the typical runs size their batches from the GPU's free memory
     step("typical eager vs fused", runner.typical, budget=TYPICAL_SECONDS)
+    profile("esm2", "fused", "51-52", VNP_FUSED_GELU="none")
+    profile("esm2", "fused", "51-52", VNP_FUSED_ATTENTION_ESM2="triton")
+    profile("esm2", "fused", "51-52", VNP_FUSED_ATTENTION_ESM2="efficient")
+    profile("esm2", "eager", "40-61")
+    profile("esm2", "fused", "40-61")
+    step("esm2 fp8 fused 51-52", runner.profile_fp8)
+    profile("dnabert", "fused", "22-46", VNP_FUSED_ATTENTION_DNABERT="flash")
     document["build_seconds"] = runner.build_seconds
     document["done"] = True
     save()
@@ -108,7 +114,8 @@ def brief(result):
     if not isinstance(result, dict):
         return result
     keys = ("kernels_used", "tokens_per_second", "gemm_only_tokens_per_second", "fraction_of_gemm_ceiling",
-            "share", "vs_eager_bf16", "fuse_next", "labels_identical", "passed")
+            "share", "vs_eager_bf16", "fuse_next", "labels_identical", "passed", "eager_bf16_vs_fp32",
+            "fused_bf16_vs_fp32")
     return {k: result[k] for k in keys if k in result} or result
 
 
@@ -147,10 +154,11 @@ class Runner:
             self.build_seconds[name] = round(time.perf_counter() - started, 2)
         return self.models[name]
 
-    def drop(self, name: str) -> None:
-        self.models.pop(name, None)
-        self.references = {key: value for key, value in self.references.items() if key[0] != name}
-        self.torch.cuda.empty_cache()
+    def drop(self) -> None:
+        """Free the GPU's memory (the eager embeddings stay: a model is rebuilt with the same seeded weights)."""
+        self.models.clear()
+        if self.torch.cuda.is_available():
+            self.torch.cuda.empty_cache()
 
     def profile(self, name: str, kernels: str, lengths: str, environment: dict) -> dict:
         """One batch through ``name`` with eager or fused kernels (``environment``: the fused variant)."""
@@ -167,6 +175,31 @@ class Runner:
         result, embeddings = measure(model, name, batch, self.args.repeats)
         model.fused = None
         return self._summarise(name, lengths, kernels, fallback, result, embeddings)
+
+    def fidelity(self, name: str, lengths: str, tokens: int = 4096) -> dict:
+        """Eager and fused bf16 against fp32 of the same weights (the bf16 ones, widened) on ``tokens`` tokens."""
+        import copy
+
+        from vnp.engine.worker import sdpa_backends
+        from vnp.models.fused import fuse
+        from vnp.profile import frame_lengths, make_batch
+
+        torch, model = self.torch, self.model(name)
+        model.fused = None
+        exact = copy.deepcopy(model).float()
+        batch = make_batch(model.config.vocab_size, tokens, frame_lengths(lengths), self.device)
+        inputs = (batch.tokens, batch.cu_seqlens, batch.max_seqlen)
+        with sdpa_backends(name):
+            truth, eager = exact.embed_packed(*inputs), model.embed_packed(*inputs)
+            fallback = fuse(model)
+            fused = model.embed_packed(*inputs)
+        model.fused = None
+        del exact
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return {"tokens": batch.num_tokens, "kernels_fallback": fallback,
+                "eager_bf16_vs_fp32": agreement(truth, eager), "fused_bf16_vs_fp32": agreement(truth, fused),
+                "fused_vs_eager_bf16": agreement(eager, fused)}
 
     def profile_fp8(self) -> dict:
         """ESM-2's linears in fp8 (models/fp8.py) on the fused path, against eager bf16 with the fp8 gate's bar."""
