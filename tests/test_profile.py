@@ -49,3 +49,19 @@ def test_fused_kernels_without_a_gpu_profile_eager_and_say_so(tmp_path, cache_di
     assert "--kernels fused:" in done.stderr and "profiling esm2 eager" in done.stderr
     document = json.loads(out.read_text())
     assert document["kernels"] == "fused" and document["kernels_used"] == "eager" and document["kernels_fallback"]
+
+
+@pytest.mark.parametrize("model", ["esm2", "dnabert"])
+def test_the_profiled_model_has_the_pipelines_synthetic_weights(model):
+    import torch
+
+    from vnp.models.weights import load_dnabert, load_esm2
+    from vnp.profile import build_model
+
+    built = build_model(model, "tiny", "cpu", torch.float32, seed=3)
+    if model == "esm2":
+        loaded = load_esm2(None, "tiny", "cpu", torch.float32, seed=3)
+    else:
+        loaded = load_dnabert(None, "tiny", "cpu", torch.float32, seed=3)[0]
+    expected = loaded.model.state_dict()
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in built.state_dict().items())

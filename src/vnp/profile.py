@@ -58,14 +58,17 @@ def frame_lengths(text: str) -> tuple[int, int]:
 
 
 def build_model(model: str, model_size: str, device, dtype, seed: int = 0):
-    """``model`` with seeded random weights of the architecture the pipeline uses at ``model_size``."""
+    """``model`` with the seeded random weights ``vnp predict`` gives it at ``model_size`` (no tokenizer)."""
     from vnp.engine.worker import MODEL_CONFIGS
-    from vnp.models.weights import load_dnabert, load_esm2
+    from vnp.models import DNABERT, ESM2
+    from vnp.models.weights import dnabert_config, esm2_config, random_init_
 
-    esm_config, dnabert_config = MODEL_CONFIGS[model_size]
+    esm_config, dnabert_config_name = MODEL_CONFIGS[model_size]
     if model == "esm2":
-        return load_esm2(None, esm_config, device, dtype, seed=seed).model
-    return load_dnabert(None, dnabert_config, device, dtype, seed=seed)[0].model
+        built = ESM2(esm2_config(esm_config), device=device, dtype=dtype)
+    else:
+        built = DNABERT(dnabert_config(dnabert_config_name), device=device, dtype=dtype)
+    return random_init_(built, seed).eval().requires_grad_(False)
 
 
 def make_batch(vocab_size: int, tokens: int, lengths: tuple[int, int], device, seed: int = 0) -> Batch:
