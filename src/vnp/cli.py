@@ -146,7 +146,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     profile.add_argument("model", choices=("esm2", "dnabert"))
     profile.add_argument("--out", required=True, metavar="FILE.json")
     profile.add_argument("--model-size", choices=MODEL_SIZES, default="full")
-    profile.add_argument("--tokens", type=int, default=65536, metavar="N", help="tokens in the batch (default 65536)")
+    profile.add_argument("--tokens", type=int, default=65536, metavar="N",
+                         help="tokens in the batch (default 65536: the budget the worker settles on for both models "
+                              "on an 80-140 GB card)")
     profile.add_argument("--frame-lengths", metavar="MIN-MAX",
                          help="token lengths of the frames, drawn uniformly (default: esm2 51-52, dnabert 22-46, "
                               "like the pipeline's 150-nt reads)")

@@ -26,11 +26,9 @@ from vnp.atomic import atomic_write
 from vnp.errors import VnpError
 
 SCHEMA = "vnp-profile/1"
-MODELS = ("esm2", "dnabert")
 # Token lengths of the pipeline's frames: 49-50-residue proteins (+ BOS, EOS); ~34 DNABERT-S tokens for a
 # 150-nt record, spread over ~25 BPE lengths (docs/performance.md).
 FRAME_LENGTHS = {"esm2": (51, 52), "dnabert": (22, 46)}
-TOKENS = 65536  # the token budget the worker settles on for both models on an 80-140 GB card
 
 
 @dataclass
