@@ -1,4 +1,5 @@
-"""The report's advice: token budgets per card size, and the stage that bottlenecks the projection."""
+"""The report's advice: token budgets per card size, the stage that bottlenecks the projection, and, inside the
+models, the work between the GEMMs to fuse next."""
 
 from __future__ import annotations
 
@@ -210,3 +211,51 @@ def _best_variant_for(variants: Mapping, stage: str) -> tuple[str, float] | None
         and not str(row.get("precision_used", "")).startswith("unverified")  # not advice from a run that lied
     ]
     return max(gains, key=lambda gain: gain[1]) if gains else None
+
+
+# -- between the GEMMs: the asv `kernels` suite ---------------------------------------------------------------
+KERNEL_SUITE = "kernels."
+
+
+def _kernel_values(values: Mapping[str, float | None]) -> dict[tuple, float]:
+    """The kernels suite's tracked values of one commit: (method, *params) -> value (n/a left out)."""
+    found = {}
+    for name, value in values.items():
+        if not name.startswith(KERNEL_SUITE) or value is None or "(" not in name:
+            continue
+        method = name.partition("(")[0].rsplit(".", 1)[-1]
+        params = tuple(p.strip().strip("'\"") for p in name.partition("(")[2].rstrip(")").split(","))
+        found[(method, *params)] = value
+    return found
+
+
+def kernel_bottleneck_section(asv: Mapping, machine: str, commit: str) -> dict:
+    """Per model and kernels (eager, fused): the profiled time per category, the share of the GEMM-only ceiling
+    reached, and the largest category of glue: what to fuse next. From the asv `kernels` suite's tracked values
+    of ``commit``, with the ceiling's share for every commit measured on ``machine``."""
+    commits = asv.get(machine) or {}
+    values = _kernel_values((commits.get(commit[:8]) or {}).get("values") or {})
+    configurations = sorted({key[1:3] for key in values if key[0] == "track_shortfall"},
+                            key=lambda pair: (pair[0] != "esm2", pair[1]))
+    rows = []
+    for model, kernels in configurations:
+        glue = {key[3]: value for key, value in values.items()
+                if key[0] == "track_share" and key[1:3] == (model, kernels)}
+        per_token = {key[3]: value for key, value in values.items()
+                     if key[0] == "track_ns_per_token" and key[1:3] == (model, kernels)}
+        categories = [{"category": name, "ns_per_token": per_token.get(name),
+                       "share": 1 - sum(glue.values()) if name == "gemm" and glue else glue.get(name)}
+                      for name in per_token]
+        candidates = {name: share for name, share in glue.items() if name != "other"}
+        rows.append({"model": model, "kernels": kernels, "categories": categories,
+                     "fraction_of_gemm_ceiling": 1 - values[("track_shortfall", model, kernels)],
+                     "seconds_per_million_tokens": values.get(("track_seconds_per_million_tokens", model, kernels)),
+                     "fuse_next": max(candidates, key=candidates.get) if candidates else None})
+    history = []
+    for short, entry in sorted(commits.items(), key=lambda item: item[1].get("date") or 0):
+        fractions = {f"{key[1]} {key[2]}": 1 - value for key, value in _kernel_values(entry["values"]).items()
+                     if key[0] == "track_shortfall"}
+        if fractions:
+            history.append({"commit": short, "date": entry.get("date"), "fraction_of_gemm_ceiling": fractions})
+    note = None if rows else f"no `kernels` suite results for commit {commit[:8]} on {machine}"
+    return {"machine": machine, "commit": commit[:8], "rows": rows, "history": history, "note": note}

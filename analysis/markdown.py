@@ -240,7 +240,42 @@ def _cohort(report: Mapping, image: _Images) -> list[str]:
 def _bottleneck(report: Mapping, image: _Images) -> list[str]:
     bottleneck = report["bottleneck"]
     findings = [f"- {line}" for line in bottleneck["findings"]] or [f"_{bottleneck.get('note')}_"]
-    return ["## Bottleneck", "", *findings, ""]
+    return ["## Bottleneck", "", *findings, "", *kernel_bottleneck_markdown(report.get("kernels"))]
+
+
+MODEL_NAMES = {"esm2": "ESM-2", "dnabert": "DNABERT-S"}
+
+
+def kernel_bottleneck_markdown(section: Mapping | None) -> list[str]:
+    """Inside the models: time per category between the GEMMs, the GEMM-only ceiling, what to fuse next."""
+    if not section:
+        return []
+    out = ["### Inside the models: between the GEMMs", ""]
+    if section["note"]:
+        return [*out, f"_{section['note']}_", ""]
+    out += [f"From the asv `kernels` suite on `{section['machine']}`, commit `{section['commit']}`: one packed batch "
+            "per model under torch's profiler; the ceiling is the same shapes' GEMMs alone, timed in the same process.",
+            ""]
+    for row in section["rows"]:
+        fuse_next = f" Fuse next: `{row['fuse_next']}`." if row["fuse_next"] else ""
+        out += [f"**{MODEL_NAMES.get(row['model'], row['model'])}, {row['kernels']} kernels**: "
+                f"{fmt_percent(row['fraction_of_gemm_ceiling'])} of its GEMM-only ceiling, "
+                f"{fmt_seconds(row['seconds_per_million_tokens'])} s per million tokens.{fuse_next}", "",
+                markdown_table(["category", "ns per token", "share of the profiled time"],
+                               [[f"`{c['category']}`", _fmt_number(c["ns_per_token"]), fmt_percent(c["share"])]
+                                for c in row["categories"]]), ""]
+    history = section["history"]
+    if len(history) > 1:
+        columns = sorted({key for entry in history for key in entry["fraction_of_gemm_ceiling"]})
+        out += ["Share of the GEMM-only ceiling per commit (oldest first):", "",
+                markdown_table(["commit", *columns],
+                               [[f"`{entry['commit']}`", *(fmt_percent(entry["fraction_of_gemm_ceiling"].get(key))
+                                                           for key in columns)] for entry in history]), ""]
+    return out
+
+
+def _fmt_number(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:,.1f}"
 
 
 def _stage_breakdown(report: Mapping, image: _Images) -> list[str]:

@@ -6,8 +6,9 @@ and consensus commands are set against the plain original rules (`harness/origin
 job on the same files, whole command against whole command. Inputs are fixed and seeded: reads from the
 one read generator (`harness/datasets.py`), their frames found by the original rules, made-up scores.
 
-The module is named for what it measures, whole commands. It replaces `kernels.py`, which called vnp's
-internal functions and so could not run against commits whose internals differ. Its token-budget packing
+The module is named for what it measures, whole commands. It replaces the first `kernels.py` (whose
+`ChunkTranslate`, `Forward` and `Packing` results stay in results/; the name now holds the bottleneck suite), which
+called vnp's internal functions and so could not run against commits whose internals differ. Its token-budget packing
 benchmark is gone: packing has no command of its own, and its cost shows in the stage timings
 (`stages.py`). The forward pass is now `vnp embed` on fixed frames: tiny models on the CPU at the ci
 scale, the full models on the first GPU otherwise, with enough frames that model build and CUDA start-up

@@ -102,6 +102,7 @@ def build_report(query, machine: str | None = None, tool: str | None = None) -> 
     }
     series = [g for g in document["groups"] if series_key(g) == series_key(group)]
     asv = read_asv_results(query.results) if query.results else {}
+    content["kernels"] = advice.kernel_bottleneck_section(asv, group["machine"], group["commit"])
     return {
         "schema": REPORT_SCHEMA,
         "machine": group["machine"],

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from asv_runner.benchmarks.mark import SkipNotImplemented
 
-from benchmarks import commands, end_to_end, memory, scaling, stages, variants
+from benchmarks import commands, end_to_end, kernels, memory, scaling, stages, variants
 from benchmarks.harness import host
 from benchmarks.harness import scale as scales
 from benchmarks.harness import suite as suite_module
 from tests.test_harness import FAKE_PIPELINE, calls
 
 REPO = Path(__file__).resolve().parents[1]
-SUITES = (end_to_end, stages, variants, memory, scaling, commands)
+SUITES = (end_to_end, stages, variants, memory, scaling, commands, kernels)
 CI_ENV = f"sysvenv-py{sys.version_info[0]}.{sys.version_info[1]}-VNP_BENCH_SCALEci"
 CI_MACHINE = "ci-test-ci"  # at the ci scale the harness names machines <name>-ci
 

@@ -364,3 +364,53 @@ def test_the_variants_table_says_what_esm2_ran_in_not_what_was_asked():
     rows = {r["variant"]: r for r in variants_section([Record.from_json(d) for d in documents.values()])["rows"]}
     assert rows["fp8"]["precision_used"] == "fp8"
     assert _best_variant_for({"rows": list(rows.values())}, "esm2")[0] == "fp8"
+
+
+# --- inside the models: the asv kernels suite ----------------------------------------------------------
+KERNEL_PARAMS = {
+    "kernels.KernelShare.track_share": [["'esm2'"], ["'eager'"], ["'rotary'", "'activation'", "'other'"]],
+    "kernels.KernelTime.track_ns_per_token": [["'esm2'"], ["'eager'"], ["'gemm'", "'rotary'", "'activation'",
+                                                                         "'other'"]],
+    "kernels.GemmCeiling.track_shortfall": [["'esm2'"], ["'eager'"]],
+    "kernels.GemmCeiling.track_seconds_per_million_tokens": [["'esm2'"], ["'eager'"]],
+}
+
+
+def add_kernel_results(root, commit, shortfall):
+    """asv results of the kernels suite for ``commit`` (another environment's file): rotary 12%, GELU 5%."""
+    benchmarks = json.loads((root / "benchmarks.json").read_text())
+    for name, params in KERNEL_PARAMS.items():
+        benchmarks[name] = {"name": name, "params": params, "param_names": ["model", "kernels", "category"][
+            : len(params)], "type": "track", "unit": "x", "version": "1"}
+    write_json(root / "benchmarks.json", benchmarks)
+    values = {"kernels.KernelShare.track_share": [0.12, 0.05, 0.1],
+              "kernels.KernelTime.track_ns_per_token": [7500.0, 1300.0, 530.0, 1060.0],
+              "kernels.GemmCeiling.track_shortfall": [shortfall],
+              "kernels.GemmCeiling.track_seconds_per_million_tokens": [10.6]}
+    write_json(root / "m1" / f"{commit[:8]}-gpu.json", {
+        "commit_hash": commit, "env_name": "gpu", "date": COMMITS[commit], "params": {"machine": "m1"},
+        "python": "3.12", "requirements": {}, "env_vars": {}, "result_columns": ["result", "params", "version"],
+        "results": {name: [values[name], KERNEL_PARAMS[name], "1"] for name in KERNEL_PARAMS},
+        "durations": {}, "version": 2})
+
+
+def test_report_shows_the_time_between_the_gemms_and_what_to_fuse_next(tmp_path):
+    tree = build_tree(tmp_path / "results")
+    add_kernel_results(tree, "aaaa1111bbbb2222", shortfall=0.23)
+    add_kernel_results(tree, "cccc2222dddd3333", shortfall=0.25)
+    assert run_report(tree, tmp_path / "report") == 0
+    section = json.loads((tmp_path / "report" / "report.json").read_text())["kernels"]
+    [row] = section["rows"]
+    assert (row["model"], row["kernels"], row["fuse_next"]) == ("esm2", "eager", "rotary")  # not `other`
+    assert row["fraction_of_gemm_ceiling"] == pytest.approx(0.77)
+    shares = {c["category"]: c["share"] for c in row["categories"]}
+    assert shares["gemm"] == pytest.approx(0.73) and shares["rotary"] == pytest.approx(0.12)
+    assert [h["commit"] for h in section["history"]] == ["cccc2222", "aaaa1111"]  # by asv's dates
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "**ESM-2, eager kernels**: 77.0% of its GEMM-only ceiling" in markdown and "Fuse next: `rotary`" in markdown
+    assert "| `cccc2222` | 75.0% |" in markdown
+
+
+def test_report_without_kernel_results_says_so(rendered):
+    assert rendered[1]["kernels"]["note"] == "no `kernels` suite results for commit aaaa1111 on m1"
+    assert "no `kernels` suite results" in (rendered[0] / "report.md").read_text()

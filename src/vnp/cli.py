@@ -12,6 +12,7 @@ import sys
 from vnp import __version__
 from vnp.engine.devices import PRECISIONS
 from vnp.errors import Terminated, VnpError, exit_code, is_system_error, one_line
+from vnp.kernels import KERNELS
 from vnp.options import ATTENTIONS, MODEL_SIZES, MODEL_TYPES
 
 PREDICT_EPILOG = """\
@@ -62,6 +63,10 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--compile", action="store_true",
                        help="compile the models' layers for fixed token counts (torch.compile; the first "
                             "batches of each size pay the compile, cached in the weights folder's inductor/)")
+    speed.add_argument("--kernels", choices=KERNELS, default="eager",
+                       help="eager (default): the models' plain torch code; fused: Triton kernels for the work "
+                            "between the GEMMs (rotary, packed attention, add + LayerNorm, GELU), on a GPU, "
+                            "checked against eager on a test batch at load (run.json says which ran)")
     speed.add_argument("--attention", choices=ATTENTIONS,
                        help="math: plain reference; sdpa (default): fused kernels per exact-length bucket; "
                             "varlen: packed flash attention for ESM-2 (torch >= 2.10, GPU)")
@@ -135,6 +140,26 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     embed.add_argument("--token-budget", type=int, metavar="N")
     embed.add_argument("--compile", action="store_true", help="compiled layers, as `vnp predict --compile`")
 
+    profile = commands.add_parser("profile", help="one packed batch under torch's profiler, and its GEMMs alone (JSON)",
+                                  description="Profile one packed batch shaped like the pipeline's through one "
+                                              "model with seeded random weights: per-kernel device time (CPU "
+                                              "operators on the CPU) and the same shapes' GEMM-only time.")
+    profile.add_argument("model", choices=("esm2", "dnabert"))
+    profile.add_argument("--out", required=True, metavar="FILE.json")
+    profile.add_argument("--model-size", choices=MODEL_SIZES, default="full")
+    profile.add_argument("--tokens", type=int, default=65536, metavar="N",
+                         help="tokens in the batch (default 65536: the budget the worker settles on for both models "
+                              "on an 80-140 GB card)")
+    profile.add_argument("--frame-lengths", metavar="MIN-MAX",
+                         help="token lengths of the frames, drawn uniformly (default: esm2 51-52, dnabert 22-46, "
+                              "like the pipeline's 150-nt reads)")
+    profile.add_argument("--precision", choices=[p for p in PRECISIONS if p != "fp8"], default="auto")
+    profile.add_argument("--kernels", choices=KERNELS, default="eager", help="as `vnp predict --kernels`")
+    profile.add_argument("--attention", choices=ATTENTIONS, default="sdpa", help="as `vnp predict --attention`")
+    profile.add_argument("--repeats", type=int, default=3, metavar="N", help="timed passes (default 3)")
+    profile.add_argument("--seed", type=int, default=0)
+    profile.add_argument("--cpu", action="store_true")
+
     convert = commands.add_parser("convert-weights",
                                   help="turn the original's pickled 300_model.pth/500_model.pth into safetensors")
     convert.add_argument("source", help="the pickled classifier")
@@ -204,6 +229,10 @@ def _run(args, argv: list[str]) -> int:
         from vnp.embed import run as run_embed
 
         return run_embed(args)
+    if args.command == "profile":
+        from vnp.profile import run as run_profile
+
+        return run_profile(args)
     if args.command == "convert-weights":
         from vnp.models.weights import convert_classifier
 

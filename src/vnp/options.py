@@ -77,6 +77,7 @@ class PredictOptions:
     packing: bool = True
     persistent_models: bool = True
     compile: bool = False
+    kernels: str = "eager"
     token_budget: int | None = None
     records_per_part: int = 10000
     expandable_segments: bool = False
@@ -102,8 +103,9 @@ class PredictOptions:
             "input": str(self.input.resolve()), "outdir": str(self.outdir), "chunk_size": self.chunk_size,
             "model_size": self.model_size, "devices": list(self.devices), "precision": self.precision,
             "attention": self.attention, "packing": self.packing, "persistent_models": self.persistent_models,
-            "compile": self.compile, "token_budget": None, "records_per_part": self.records_per_part,
-            "expandable_segments": self.expandable_segments, "max_memory_fraction": self.max_memory_fraction,
+            "compile": self.compile, "kernels": self.kernels, "token_budget": None,
+            "records_per_part": self.records_per_part, "expandable_segments": self.expandable_segments,
+            "max_memory_fraction": self.max_memory_fraction,
             "threads": self.threads or os.cpu_count(), "variant": self.variant, "resume": self.resume,
             "keep_intermediate": self.keep_intermediate,
             "weights": self.weights.as_dict(), "weights_files": self.weights.files(),
@@ -123,12 +125,17 @@ class PredictOptions:
         switches = _switches(args)
         if args.compile and not switches["packing"]:
             raise VnpError("--compile needs packed batches: drop --no-packing (or --variant baseline)")
+        if args.kernels == "fused" and not switches["packing"]:
+            raise VnpError("--kernels fused needs packed batches: drop --no-packing (or --variant baseline)")
+        if args.kernels == "fused" and args.compile:
+            raise VnpError("--kernels fused and --compile are two ways to fuse the same work: choose one")
         devices, gpus = _devices(args)
         return cls(
             input=Path(args.input), outdir=Path(args.output).resolve(), argv=("vnp", *argv),
             chunk_size=args.model_type, model_size=args.model_size, devices=tuple(devices), gpus=tuple(gpus),
             precision=resolve_precision(switches["precision"], gpus), attention=switches["attention"],
             packing=switches["packing"], persistent_models=switches["persistent_models"], compile=args.compile,
+            kernels=args.kernels,
             token_budget=args.token_budget, records_per_part=args.records_per_part,
             expandable_segments=args.expandable_segments, max_memory_fraction=args.max_memory_fraction,
             threads=args.threads, variant=args.variant, resume=args.resume, force=args.force,

@@ -162,7 +162,7 @@ def _worker_configs(options: PredictOptions, workdir: Path) -> list[WorkerConfig
         WorkerConfig(workdir=str(workdir), device=device, rank=rank, world=len(options.devices),
                      model_size=options.model_size, precision=options.precision, attention=options.attention,
                      packing=options.packing, persistent_models=options.persistent_models,
-                     compile=options.compile, token_budget=budget,
+                     compile=options.compile, kernels=options.kernels, token_budget=budget,
                      weights=options.weights.as_dict(), trust_pickle=options.trust_pickle,
                      max_memory_fraction=options.max_memory_fraction, threads=options.threads,
                      **fault_hooks(os.environ))  # hidden test hooks: VNP_FAULT_OOM, VNP_FAULT_SLOW_PART

@@ -47,6 +47,7 @@ class RunRecord:
             "precision_used": None,
             "calibration": None,
             "compile_seconds": None,
+            "kernels_used": None,
             "resumed": {"parts_done_before": 0},
         }
 
@@ -122,6 +123,8 @@ class RunRecord:
         compiled = [sum(sum(stage["first_call_seconds"].values()) for stage in s["compile"].values())
                     for s in summaries if s["compile"]]
         self._data["compile_seconds"] = max(compiled) if compiled else None
+        kernels = sorted({entry["used"] for s in summaries for entry in (s.get("kernels") or {}).values()})
+        self._data["kernels_used"] = kernels[0] if len(kernels) == 1 else "mixed" if kernels else None
 
     # -- the end --------------------------------------------------------------------------------
     def finish(self, exit_code: int, error: str | None) -> None:

@@ -52,6 +52,7 @@ class WorkerConfig:
     packing: bool = True
     persistent_models: bool = True
     compile: bool = False  # static-shape compiled layers for packed batches (models/compiled.py)
+    kernels: str = "eager"  # "fused": packed batches through the fused kernels where they run (models/fused.py)
     fp8_bars: dict | None = None  # fidelity.Bars fields for --precision fp8 (tests force a failure with them)
     token_budget: dict = field(default_factory=dict)  # {"dnabert": n, "esm2": n}; missing = sized from free memory
     weights: dict = field(default_factory=dict)  # {"esm2": path, "dnabert": dir, "classifier": path}
@@ -120,6 +121,8 @@ class Worker:
         self.budget = dict(config.token_budget)
         self.models = None
         self.compiled = {}  # stage -> CompiledEncoder
+        # stage -> which kernels ran it, why fused did not, and what the fused kernels' check cost
+        self.kernels = {name: {"used": "eager", "fallback": None, "check_seconds": 0.0} for name in ("dnabert", "esm2")}
         # what ESM-2 runs in now: for --precision fp8, bf16 until the fidelity check put fp8 linears in place
         self.precision_used = "bf16" if config.precision == "fp8" else config.precision
         self.calibration = None  # fidelity.Calibration of an fp8 run
@@ -167,6 +170,7 @@ class Worker:
             if name not in self.budget:
                 self.budget[name] = self._default_budget(self.models[name].config)
         self._compile("dnabert", "esm2")
+        self._fuse("dnabert", "esm2")
         self.fp8_swapped = []  # freshly loaded: bf16 linears, whatever the last models ran in
         if self.config.precision == "fp8":
             self.precision_used = "bf16"
@@ -182,6 +186,28 @@ class Worker:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_dir() / "inductor"))
         for name in stages:
             self.compiled[name] = compile_encoder(self.models[name], self.budget[name])
+
+    def _fuse(self, *stages: str) -> None:
+        """--kernels fused: each model's packed batches through the fused kernels, if they run here and agree
+        with the eager encoder on a test batch; otherwise eager, said once in one line."""
+        if self.config.kernels != "fused" or not self.config.packing:
+            return
+        import sys
+
+        from vnp.models.fused import fuse
+
+        fallen = {}
+        for name in stages:
+            started = time.perf_counter()
+            reason = fuse(self.models[name])
+            entry = self.kernels[name]
+            entry["check_seconds"] += time.perf_counter() - started
+            if reason is not None and entry["fallback"] is None:
+                fallen.setdefault(reason, []).append(name)
+            entry["used"], entry["fallback"] = ("eager", reason) if reason else ("fused", None)
+        for reason, names in fallen.items():
+            print(f"vnp: {self.config.device}: --kernels fused: {reason}: running {' and '.join(names)} eager",
+                  file=sys.stderr, flush=True)
 
     def _fp8_pending(self) -> bool:
         """fp8 asked for, these models not yet in fp8, and no failed check saying they must stay bf16."""
@@ -211,9 +237,10 @@ class Worker:
         esm = self.models["esm2"]
         proteins = self._tokenize("esm2", store.get("proteins", sample))
         nucleotides = self._embed("dnabert", self._tokenize("dnabert", store.get("nucleotides", sample)), record=False)
-        compiled, esm.compiled = esm.compiled, None  # the reference is the eager bf16 model
+        compiled, fused = esm.compiled, esm.fused
+        esm.compiled = esm.fused = None  # the reference is the eager bf16 model
         reference = self._embed("esm2", proteins, record=False)
-        esm.compiled = compiled
+        esm.compiled, esm.fused = compiled, fused
         self.fp8_swapped = swapped = to_fp8(esm, os.environ.get("VNP_FP8_KEEP"))  # override: linears kept bf16
         try:
             candidate = self._embed("esm2", proteins, record=False)
@@ -240,6 +267,7 @@ class Worker:
         self.models = {**(self.models or {}), stage: model, "tokenizer": tokenizer}
         self.budget.setdefault(stage, self._default_budget(model.config))
         self._compile(stage)
+        self._fuse(stage)
 
     def unload_models(self) -> None:
         self.models = None
@@ -508,6 +536,8 @@ class Worker:
             "calibration": None if self.calibration is None else {**self.calibration.as_dict(),
                                                                   "seconds": self.calibration_seconds},
             "compile": {name: c.summary() for name, c in self.compiled.items()} or None,
+            "kernels": {name: {**entry, "check_seconds": round(entry["check_seconds"], 3)}
+                        for name, entry in self.kernels.items()},
         }
 
 

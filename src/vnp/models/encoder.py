@@ -16,11 +16,13 @@ class PackedEncoder(nn.Module):
     ``slopes`` (ALiBi or None). ``pool_skips_ends``: the mean leaves out each sequence's first and last token
     (ESM-2: BOS and EOS) or keeps every token (DNABERT-S: [CLS] and [SEP] included, as VirNucPro pools).
     ``compiled``: set by ``compiled.compile_encoder``; packed batches then run its static-shape kernels.
+    ``fused``: set by ``fused.fuse``; packed batches then run its fused kernels.
     """
 
     pool_skips_ends: bool
     attention: str = "sdpa"  # "math" | "sdpa" | "varlen", per run
     compiled = None
+    fused = None
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -31,6 +33,8 @@ class PackedEncoder(nn.Module):
     def _encode(self, tokens: torch.Tensor, layout) -> torch.Tensor:
         if self.compiled is not None and isinstance(layout, PackedLayout):
             return self.compiled.encode(tokens, layout)
+        if self.fused is not None and isinstance(layout, PackedLayout):
+            return self.fused.encode(tokens, layout)
         x = self.embed(tokens)
         for layer in self.layers:
             q, k, v = layer.qkv(x, layout.positions)
