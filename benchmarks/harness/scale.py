@@ -9,7 +9,7 @@ scale is part of asv's environment name (`env_nobuild` matrix in asv.conf.json).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 ROLES = ("typical", "large", "contigs", "subset1m", "full")
 GPU_COUNTS = (1, 2, 4, 8)
@@ -99,7 +99,10 @@ SCALES = {
 
 
 def current() -> Scale:
+    """The scale VNP_BENCH_SCALE names; VNP_BENCH_WARMUP=none runs it without its warm-up (a host already warm)."""
     name = os.environ.get("VNP_BENCH_SCALE", "ci")
     if name not in SCALES:
         raise ValueError(f"VNP_BENCH_SCALE={name!r}: expected one of {', '.join(SCALES)}")
+    if os.environ.get("VNP_BENCH_WARMUP") == "none":
+        return replace(SCALES[name], warmup_dataset=None)
     return SCALES[name]
