@@ -217,7 +217,7 @@ def test_each_commit_is_warmed_up_once_before_its_first_measured_run(tmp_path, m
     events = []
     monkeypatch.setattr(suite, "SCALE", replace(suite.SCALE, warmup_dataset="tiny"))
     monkeypatch.setattr(runs, "warm_up", lambda scale: events.append("warm-up"))
-    monkeypatch.setattr(suite, "_measure", lambda spec, repeats: events.append(spec.role) or
+    monkeypatch.setattr(suite, "_measure", lambda spec, repeats, keep: events.append(spec.role) or
                         {"status": "ok", "metrics": [{"wall_seconds": 1.0}]})
     pipeline = suite.PipelineSuite()
     for memo in (tmp_path / "head", tmp_path / "base"):  # asv's setup_cache directory of each commit
