@@ -181,6 +181,7 @@ def render_markdown(report: Mapping) -> str:
     parts = (
         _title,
         _answer,
+        _against,
         _cohort,
         _bottleneck,
         _stage_breakdown,
@@ -229,6 +230,43 @@ def _answer(report: Mapping, image: _Images) -> list[str]:
         report.get("projection_markdown") or "_no projection_",
         "",
         *image("projection", "projected hours per GPU count"),
+    ]
+
+
+def _against(report: Mapping, image: _Images) -> list[str]:
+    section = report.get("against")
+    return ["## Against VirNucPro", "", *against_markdown(section), ""] if section and section["rows"] else []
+
+
+def against_markdown(section: Mapping) -> list[str]:
+    """The side-by-side table: each program on the same card, reads and weights, and the fork's cited figure."""
+    def agreement(row: Mapping) -> str:
+        found = row.get("agreement")
+        if row["program"] == "original":
+            return "(the reference)"
+        if not found:
+            return "not compared"
+        order = "same IDs, same order" if found["same_ids"] and found["same_order"] else "IDs or order differ"
+        differ = round((1 - found["labels"]) * found["frames"])
+        labels = f"{differ:,} of {found['frames']:,} labels differ" if differ else "all labels equal"
+        return (f"{labels}, calls {100 * found['chunks']:.2f}% equal, "
+                f"scores within {found['max_score_difference']:.1g}; {order}")
+
+    rows = [[row["label"], f"`{row['source']}`", fmt_seconds(row["wall_seconds"]), fmt_count(row["reads_per_second"]),
+             fmt_count(row["esm_tokens_per_second"]), fmt_hours(row["projected_hours"]["1"]),
+             fmt_hours(row["projected_hours"]["4"]) if row["projected_hours"]["4"] is not None else "one GPU only",
+             fmt_ratio(row["vnp_speedup"]), agreement(row)] for row in section["rows"]]
+    cited = section["cited"]
+    rows.append([cited["label"], "", fmt_seconds(cited["seconds"]) + f" ({fmt_count(cited['reads'])} reads)",
+                 fmt_count(cited["reads_per_second"]), "n/a", fmt_hours(cited["projected_hours_1"]), "", "", ""])
+    return [
+        f"The same `{section['role']}` reads and the same seeded random weights (one weights kit in each program's "
+        f"own formats) on `{section['machine']}`, vnp at commit `{section['commit']}`. Projected hours: a whole "
+        "sample by each run's own cost model (one run: proportional per stage, ideal scaling over GPUs). vnp's "
+        "speed-up is the program's wall time over vnp's default run; agreement is with the original's outputs.",
+        "",
+        markdown_table(["program", "at", "wall s", "reads/s", "ESM-2 tokens/s", "sample h, 1 GPU", "sample h, 4 GPUs",
+                        "vnp faster by", "outputs against the original"], rows),
     ]
 
 

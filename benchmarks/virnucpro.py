@@ -114,8 +114,9 @@ class Agreement(PipelineSuite):
     def setup(self, memo, program, dataset):
         self.run(memo, program_run(REFERENCE, dataset))
         self.run(memo, program_run(program, dataset))
-        self.agreement = agreement.compare(outputs(memo, program_run(REFERENCE, dataset)),
-                                           outputs(memo, program_run(program, dataset)))
+        reference, other = program_run(REFERENCE, dataset), program_run(program, dataset)
+        self.agreement = agreement.compare(outputs(memo, reference), outputs(memo, other))
+        agreement.save(self.agreement, dataset, REFERENCE, program)
         if program in REQUIRED:
             check(program, self.agreement)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from analysis import advice, plots, sections
 from analysis import markdown as M
+from analysis.against import against_section
 from analysis.fmt import fmt_bytes
 from analysis.history import history_section, read_asv_results
 from analysis.output import atomic_write
@@ -103,6 +104,8 @@ def build_report(query, machine: str | None = None, tool: str | None = None) -> 
     series = [g for g in document["groups"] if series_key(g) == series_key(group)]
     asv = read_asv_results(query.results) if query.results else {}
     content["kernels"] = advice.kernel_bottleneck_section(asv, group["machine"], group["commit"])
+    content["against"] = against_section(load_records(query.records)[0], group["machine"], group["composition"],
+                                         Path(query.records))
     return {
         "schema": REPORT_SCHEMA,
         "machine": group["machine"],

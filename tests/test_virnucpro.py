@@ -347,3 +347,40 @@ def test_the_fork_runs_and_agrees_with_the_original_in_fp32(bench, reads):
     assert found.same_ids and found.same_order and found.labels == 1.0 and found.max_score_difference <= 1e-4
     fork = json.loads(next((bench / "records").rglob("*fork-fp32-r0.json")).read_text())
     assert {"dnabert", "esm2"} <= {s["name"] for s in fork["run"]["stages"]}  # from its pipeline_state.json
+
+
+# -- the report's "Against VirNucPro" ----------------------------------------------------------------
+
+def test_the_report_sets_each_program_beside_vnp(tmp_path):
+    from analysis.against import against_section
+    from analysis.markdown import against_markdown
+    from analysis.record import Record
+    from tests.synthetic_runs import composition, synthetic_record
+
+    def run(target, suite, variant, factor, commit="abcdef1234567890", start=1e9):
+        document = synthetic_record("typical", reads=20_000, variant=variant, suite=suite, factor=factor,
+                                    commit=commit, start=start, machine="h100x1")
+        document["harness"].update(target=target, role="typical",
+                                   target_setup={"describe": "v2.0", "commit": "a38c1dc0"} if target == "fork" else {})
+        return Record.from_json(document)
+
+    records = [run("vnp", "virnucpro", "vnp", 1.0), run("original", "virnucpro", "original", 15.0),
+               run("fork", "virnucpro", "fork-flash", 4.0), run("fork", "end_to_end", "all", 5.0, commit="a38c1dc0")]
+    folder = tmp_path / "h100x1" / "abcdef12" / "agreement"
+    folder.mkdir(parents=True)
+    (folder / "typical-vnp.json").write_text(json.dumps(
+        {"other": "vnp", "frames": 16_000, "same_ids": True, "same_order": True, "labels": 0.9995, "chunks": 1.0,
+         "max_score_difference": 0.003}))
+    sample = composition(6_000_000)
+    section = against_section(records, "h100x1", sample, tmp_path)
+    by_program = {row["program"]: row for row in section["rows"]}
+    assert list(by_program) == ["original", "fork", "fork-flash", "vnp"]  # the table's order
+    assert by_program["original"]["vnp_speedup"] == pytest.approx(15.0) and by_program["vnp"]["vnp_speedup"] == 1.0
+    assert by_program["original"]["projected_hours"]["4"] is None  # it uses one GPU, whatever the host has
+    one, four = by_program["vnp"]["projected_hours"]["1"], by_program["vnp"]["projected_hours"]["4"]
+    assert 0 < four < one and by_program["original"]["projected_hours"]["1"] == pytest.approx(15 * one, rel=0.01)
+    assert by_program["vnp"]["agreement"]["labels"] == 0.9995 and by_program["fork"]["source"] == "v2.0"
+    text = "\n".join(against_markdown(section))
+    assert "one GPU only" in text and "8 of 16,000 labels differ, calls 100.00% equal" in text
+    assert "RTX 4090" in text and section["cited"]["projected_hours_1"] == pytest.approx(3200 * 6 / 3600)
+    assert against_section(records, "elsewhere", sample, tmp_path)["rows"] == []

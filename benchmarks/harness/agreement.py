@@ -3,14 +3,20 @@
 Both files are VirNucPro's: `prediction_results.txt` (a header, then `ID<TAB>label<TAB>score1<TAB>score2` per
 frame) and `prediction_results_highestscore.csv` (a header, then `chunk<TAB>True|False` per chunk). The
 comparison is row by row after matching IDs: the same IDs in the same order, the share of frames whose label is
-the same, the largest difference of a score, and the share of chunks with the same call.
+the same, the largest difference of a score, and the share of chunks with the same call. `save` files it beside
+the two runs' RunRecords (in an `agreement/` folder, which the readers of RunRecords pass over), for the report.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from benchmarks.harness import host, record, runs
+
+SCHEMA = "vnp-agreement/1"
 
 RESULTS = "prediction_results.txt"
 CONSENSUS = "prediction_results_highestscore.csv"
@@ -56,3 +62,14 @@ def compare(reference: Path, other: Path) -> Agreement:
         labels=same_labels / len(order) if order else 1.0, max_score_difference=difference,
         chunks=same_calls / len(calls) if calls else 1.0,
         virus_share=sum(ours[f][0] == "virus" for f in order) / len(order) if order else 0.0)
+
+
+def save(found: Agreement, dataset: str, reference: str, other: str) -> Path:
+    """`found` (runs `reference` and `other` of `dataset`, labelled as their records are) next to their records."""
+    commit = runs.commit_id()
+    path = record.records_root() / host.machine_name() / commit[:8] / "agreement" / f"{dataset}-{other}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"schema": SCHEMA, "dataset": dataset, "reference": reference, "other": other, "commit": commit,
+                **found.as_dict()}
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    return path

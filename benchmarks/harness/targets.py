@@ -14,6 +14,7 @@ an old commit or of another tool is skipped instead of run with a different conf
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -309,9 +310,18 @@ class ForkTarget(CliTarget):
         return env
 
     def setup(self) -> dict:
-        where = peer_programs.describe(self.clone) if self.clone else {"installed": " ".join(self.command)}
+        where = peer_programs.describe(self.clone or self._installed_source())
+        if not self.clone:
+            where["installed"] = " ".join(self.command)
         return {**where, "kit": str(self.kit.root), "packages": peer_programs.packages(self.site),
                 "environment": self.environment({})}
+
+
+    @staticmethod
+    def _installed_source() -> Path:
+        """The source tree of the fork installed in this environment (found, not imported)."""
+        spec = importlib.util.find_spec("virnucpro")
+        return Path(spec.origin).resolve().parents[1] if spec and spec.origin else Path.cwd()
 
 
 def for_program(program: str, scale) -> Target:
