@@ -321,8 +321,10 @@ def test_the_original_and_vnp_agree_on_the_same_weights(bench, reads):
     found = suite.agreement
     assert found.frames > 20 and found.same_order and found.labels == 1.0 and found.chunks == 1.0
     assert found.max_score_difference <= 1e-4 and 0 < found.virus_share < 1
-    records = sorted(p.name for p in (bench / "records").rglob("*.json"))
+    records = sorted(p.name for p in (bench / "records").glob("*/*/*.json"))
     assert records == ["virnucpro-user-few-1gpu-original-r0.json", "virnucpro-user-few-1gpu-vnp-fp32-r0.json"]
+    (saved,) = (bench / "records").glob("*/*/agreement/typical-vnp-fp32.json")  # for the report
+    assert json.loads(saved.read_text())["labels"] == 1.0
     original = json.loads(next((bench / "records").rglob("*original-r0.json")).read_text())
     assert original["harness"]["validated"] and original["harness"]["target"] == "original"
     assert original["harness"]["target_setup"]["commit"] and "transformers" in original["harness"]["target_setup"][
