@@ -20,8 +20,9 @@ VENV=.asv/bench-venv  # under .asv/, which git ignores
 HOST_PYTHON=${VNP_HOST_PYTHON:-python3}
 # What the harness needs on top of torch/numpy: asv and its runner, the samplers, the datasets and vnp's own
 # pure-Python dependencies, and scipy for the projection the suites track; pip adds their dependencies.
+# fair-esm: the weights kit takes ESM-2's names and shapes from it (benchmarks/harness/weights_kit.py).
 PACKAGES=(asv==0.6.6 asv-runner==0.3.2 pympler build setuptools wheel packaging pyproject_hooks
-          psutil nvidia-ml-py biopython tokenizers safetensors tqdm scipy)
+          psutil nvidia-ml-py biopython tokenizers safetensors tqdm scipy fair-esm==2.0.0)
 
 bench_env() {  # offline pip for asv's per-commit environments, the bench venv's Python for everything
   export PIP_NO_INDEX=1 PIP_FIND_LINKS=$(realpath "$WHEELS")

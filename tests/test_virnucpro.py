@@ -104,6 +104,16 @@ def test_the_kit_is_the_same_on_every_writing(kit, tmp_path):
     assert not one.equal(other)
 
 
+def test_without_fair_esm_the_kit_says_so_in_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "esm" else real(name, *args))
+    with pytest.raises(weights_kit.KitError, match="pip install fair-esm==2.0.0"):
+        weights_kit.write(tmp_path / "kit", "small", dnabert_code=tmp_path)
+    assert not (tmp_path / "kit").exists()
+
+
 def test_the_classifier_unpickles_as_the_original_loads_it(kit):
     """The original's prediction.py defines MLPClassifier in its __main__ and torch.loads the whole module."""
     script = textwrap.dedent(f"""

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -122,6 +123,8 @@ def write(root: str | Path, size: str = "full", seed: int = 0, dnabert_code: str
     """Write a kit into `root` (made anew: an existing kit there is replaced only once the new one is whole)."""
     if size not in ESM_SHAPES:
         raise KitError(f"unknown kit size {size!r}; expected one of {', '.join(ESM_SHAPES)}")
+    if importlib.util.find_spec("esm") is None:  # a lent GPU host's bench venv once lacked it
+        raise KitError("the weights kit takes ESM-2's checkpoint layout from fair-esm: pip install fair-esm==2.0.0")
     code = _dnabert_code_dir(dnabert_code)
     root = Path(root)
     building = root.with_name(root.name + ".partial")
