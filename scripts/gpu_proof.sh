@@ -12,7 +12,7 @@ PEERS=${1:?usage: $0 PEERS LOGS [STEP ...]}
 LOGS=${2:?usage: $0 PEERS LOGS [STEP ...]}
 shift 2
 mkdir -p "$LOGS"
-PY=.asv/bench-venv/bin/python
+PY=${VNP_BENCH_PYTHON:-.asv/bench-venv/bin/python}
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
 case "$gpu" in *H200*) export VNP_BENCH_MACHINE=${VNP_BENCH_MACHINE:-h200x1} ;; *) export VNP_BENCH_MACHINE=${VNP_BENCH_MACHINE:-h100x1} ;; esac
 export PYTHONUNBUFFERED=1
@@ -34,15 +34,14 @@ log "machine $VNP_BENCH_MACHINE ($gpu), commit $(git rev-parse --short HEAD)"
 # The gate's two commits on top of HEAD: an empty one, and one whose ESM-2 stage sleeps 30% of its own time.
 gate_commits() {
   local who=(-c user.email=gate@vnp-bench -c user.name=gate) work
-  git "${who[@]}" branch -f gate-noop "$(git "${who[@]}" commit-tree 'HEAD^{tree}' -p HEAD -m 'empty commit')"
+  git "${who[@]}" branch -f gate-noop "$(git "${who[@]}" commit-tree 'HEAD^{tree}' -p HEAD -m 'empty commit')" || return 1
   work=$(mktemp -d)
-  git worktree add -q --detach "$work" HEAD
+  git worktree add -q --detach "$work" HEAD || return 1
   "$PY" -c "import sys; from pathlib import Path; sys.path.insert(0, '.');
-from tests.test_gate import plant_esm2_sleep; plant_esm2_sleep(Path(sys.argv[1]), 0.3)" "$work"
-  git -C "$work" "${who[@]}" commit -qam 'planted: the ESM-2 stage sleeps 30% of its own time'
-  git branch -f gate-slow "$(git -C "$work" rev-parse HEAD)"
-  git worktree remove --force "$work"
-  git branch -f gate-base HEAD
+from tests.test_gate import plant_esm2_sleep; plant_esm2_sleep(Path(sys.argv[1]), 0.3)" "$work" || return 1
+  git -C "$work" "${who[@]}" commit -qam 'planted: the ESM-2 stage sleeps 30% of its own time' || return 1
+  git branch -f gate-slow "$(git -C "$work" rev-parse HEAD)" && git worktree remove --force "$work" &&
+    git branch -f gate-base HEAD
 }
 
 # Issue 20: VirNucPro itself beside vnp: one weights kit, the same card, the typical reads.
@@ -57,6 +56,8 @@ step fork-paths scripts/gpu_host.sh run gpu -b "^virnucpro\.\w+\.\w+\('(fork-fla
 
 # Issue 21: the gate, each verdict twice; the typical run's figures only (one run per commit and round).
 step gate-commits gate_commits
+[ -z "$WANTED" ] || [[ " $WANTED " != *" gate-"* ]] || git rev-parse -q --verify gate-slow >/dev/null ||
+  { log "no gate commits: run the gate-commits step"; exit 1; }
 SEL="^(end_to_end\.EndToEnd\.|stages\.StageSeconds\.)\w+\('typical', 1"
 step gate-empty-1 scripts/gpu_host.sh gate gate-base gate-noop -b "$SEL"
 step gate-slow-1 scripts/gpu_host.sh gate gate-base gate-slow -b "$SEL"
