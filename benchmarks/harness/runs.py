@@ -194,8 +194,8 @@ def warm_up(scale: scales.Scale) -> None:
     """One run of the scale's warm-up dataset on the first device, untimed, unchecked and unrecorded: the first
     process to use a GPU after a while reads CUDA's libraries from disk and meets cold clocks and caches, and no
     measured run should be that process."""
-    target = targets.current()
     try:
+        target = targets.current()
         data = datasets.get(scale.warmup_dataset)
         options = {"model_type": data.model_type, "model_size": scale.model_size, "quiet": True,
                    **device_options(RunSpec.make("warmup", "warmup"), scale)}
@@ -203,7 +203,7 @@ def warm_up(scale: scales.Scale) -> None:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         argv = target.argv(data.path, work / "out", options)
-    except (datasets.DatasetError, Skip, targets.Unsupported, targets.CommandFailed) as error:
+    except (datasets.DatasetError, Skip, targets.Unsupported, targets.CommandFailed, peer_programs.Missing) as error:
         _say(f"no warm-up: {error}")
         return
     env = {**os.environ, **scale.env, **target.environment(options)}
