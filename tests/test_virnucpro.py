@@ -114,6 +114,15 @@ def test_without_fair_esm_the_kit_says_so_in_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "kit").exists()
 
 
+def test_a_folder_that_is_no_kit_is_never_replaced(tmp_path):
+    mine = tmp_path / "my-data"
+    mine.mkdir()
+    (mine / "reads.fa").write_text(">r\nACGT\n")
+    with pytest.raises(weights_kit.KitError, match="is not a weights kit"):
+        weights_kit.write(mine, "small", dnabert_code=dnabert_code())
+    assert (mine / "reads.fa").exists() and not (tmp_path / "my-data.partial").exists()
+
+
 def test_the_classifier_unpickles_as_the_original_loads_it(kit):
     """The original's prediction.py defines MLPClassifier in its __main__ and torch.loads the whole module."""
     script = textwrap.dedent(f"""

@@ -52,6 +52,7 @@ INIT_STD = 0.02  # BERT-style: activations stay in a realistic range through 36 
 KIT_VERSION = 1
 # The cache entry's revision (refs/main points at it): transformers takes a snapshot's folder name for a commit
 # id and refuses remote code from one that is not 40 hex digits.
+MARKER = ".vnp-weights-kit"  # what makes a folder this module's to replace
 SNAPSHOT = hashlib.sha1(f"vnp weights kit v{KIT_VERSION}".encode()).hexdigest()
 
 # (layers, width, heads) of ESM-2 per size; the original reads layer 36, so every size has 36.
@@ -128,7 +129,12 @@ def write(root: str | Path, size: str = "full", seed: int = 0, dnabert_code: str
     code = _dnabert_code_dir(dnabert_code)
     root = Path(root)
     building = root.with_name(root.name + ".partial")
+    for folder in (root, building):  # replaced only if it is a kit (or the start of one): never a user's folder
+        if folder.exists() and any(folder.iterdir()) and not (folder / MARKER).exists():
+            raise KitError(f"{folder} exists and is not a weights kit: name a new folder (or an old kit)")
     shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    (building / MARKER).write_text("a weights kit (benchmarks/harness/weights_kit.py) is written here\n")
     layers, width, heads = ESM_SHAPES[size]
     kit = Kit(building, size, seed, (layers, width, heads))
     _write_esm(kit)
