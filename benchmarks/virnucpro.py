@@ -52,7 +52,13 @@ def program_run(name: str, role: str):
     return spec("virnucpro", role, 1, name, {**kit_options, **options}, program=program)
 
 
-class VirNucPro(PipelineSuite):
+class ProgramSuite(PipelineSuite):
+    """Keeps each run's output files: the agreement benchmarks compare them, whichever class ran a program first."""
+
+    keeps_outputs = True
+
+
+class VirNucPro(ProgramSuite):
     """What each program costs on the same reads and weights."""
 
     params = (list(PROGRAMS), ROLES)
@@ -87,7 +93,7 @@ class VirNucPro(PipelineSuite):
     track_projected_full_sample_hours.unit = "h"
 
 
-class VnpAgainst(PipelineSuite):
+class VnpAgainst(ProgramSuite):
     """vnp's wall time over another program's on the same reads: below 1, vnp is faster."""
 
     params = (OTHERS, ROLES)
@@ -104,7 +110,7 @@ class VnpAgainst(PipelineSuite):
     track_vnp_over_other_time.unit = "ratio"
 
 
-class Agreement(PipelineSuite):
+class Agreement(ProgramSuite):
     """Each program's outputs against the original's on the same reads (the original runs on typical only)."""
 
     params = ([name for name in PROGRAMS if name != REFERENCE], ROLES)

@@ -209,6 +209,21 @@ def test_sampler_follows_the_whole_process_tree(tmp_path):
     assert 0 < sampler.cpu_seconds < 1.5
 
 
+def test_a_gpu_process_is_the_pipelines_if_it_descends_from_it_even_before_the_tree_saw_it():
+    """NVML may list a fresh worker before the sampler's next look at the process tree: not another program."""
+    import psutil
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        sampler = samplers.Sampler(0.05)
+        sampler._pid, sampler._root = os.getpid(), psutil.Process(os.getpid())
+        assert sampler._in_tree(child.pid) and sampler._in_tree(os.getpid())
+        assert not sampler._in_tree(1)  # init: no descendant of the pipeline
+    finally:
+        child.kill()
+        child.wait()
+
+
 class FakeNvml:
     def nvmlDeviceGetCount(self):
         return 4

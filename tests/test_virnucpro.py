@@ -359,7 +359,7 @@ def test_the_fork_runs_and_agrees_with_the_original_in_fp32(bench, reads):
     memo = str(bench)
     fp32 = runs.RunSpec.make("virnucpro", "typical", variant="fork-fp32", options={"precision": "fp32"},
                              program="fork")
-    suite = virnucpro.PipelineSuite()
+    suite = virnucpro.ProgramSuite()
     suite.run(memo, virnucpro.program_run("original", "typical"))
     suite.run(memo, fp32)
     from benchmarks.harness.suite import outputs

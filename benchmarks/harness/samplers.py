@@ -96,12 +96,24 @@ class Sampler:
             return
         ours = others = None
         processes = gpu_processes(pynvml, handle)
-        if processes and self._processes:
-            tree = {self._pid, *self._processes}
-            ours = sum(used for pid, used in processes.items() if pid in tree)
-            others = sum(used for pid, used in processes.items() if pid not in tree)
+        if processes and self._root is not None:
+            mine = {pid: self._in_tree(pid) for pid in processes}
+            ours = sum(used for pid, used in processes.items() if mine[pid])
+            others = sum(used for pid, used in processes.items() if not mine[pid])
         for name, value in zip(NVML_COLUMNS, (now, gpu, int(used), float(util), power, ours, others)):
             self.nvml[name].append(value)
+
+    def _in_tree(self, pid: int) -> bool:
+        """Whether `pid` is the pipeline or one of its descendants, asked of the process itself when the tree has
+        not seen it yet (a worker can open its GPU context before the next refresh of the tree)."""
+        if pid == self._pid or pid in self._processes:
+            return True
+        import psutil  # (the caller checked it is there: self._root is a psutil.Process)
+
+        try:
+            return any(parent.pid == self._pid for parent in psutil.Process(pid).parents())
+        except psutil.Error:  # gone, or not a process of this host
+            return False
 
     def _sample_host(self, psutil, now: float) -> None:
         # At a fine interval (the ci scale's 20 ms) look for new workers every few ticks: a worker that starts

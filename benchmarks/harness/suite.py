@@ -50,15 +50,17 @@ class PipelineSuite:
 
     setup_cache.timeout = 120
 
+    keeps_outputs = False  # True: the last run's two output files stay in `outputs(memo, spec)` (to compare them)
+
     def run(self, memo_dir: str, spec: runs.RunSpec) -> list[dict]:
-        """Metrics of each run of `spec` (one dict per repeat): from the memo, or by running it now. The last
-        run's two output files stay in `outputs(memo_dir, spec)`, for suites that compare programs."""
+        """Metrics of each run of `spec` (one dict per repeat): from the memo, or by running it now."""
         memo = Path(memo_dir) / f"{_memo_key(spec)}.json"
         if memo.exists():
             entry = json.loads(memo.read_text())
         else:
             _warm_up(Path(memo_dir))
-            entry = _measure(spec, SCALE.repeats if spec.suite == CORE_SUITE else 1, outputs(memo_dir, spec))
+            keep = outputs(memo_dir, spec) if self.keeps_outputs else None
+            entry = _measure(spec, SCALE.repeats if spec.suite == CORE_SUITE else 1, keep)
             memo.write_text(json.dumps(entry))
         if entry["status"] == "skip":
             raise NotImplementedError(entry["reason"])
